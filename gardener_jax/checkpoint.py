@@ -1,0 +1,90 @@
+"""gardener_jax checkpoints: a directory with the params (orbax), the model config (JSON) and reports.
+
+    DIR/config.json     ModelConfig fields (depth, kept_blocks, ...)
+    DIR/params/         orbax checkpoint of {'params': ..., 'carried': ...}; 'carried' holds weights the
+                        model does not use (a pretraining decoder), in their source layout
+    DIR/<report files>  whatever the writer adds (conversion report, pruning report)
+
+Directories are written under a temporary name and renamed when complete, so a failure never
+leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import shutil
+import uuid
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gardener_jax.models import ModelConfig, VideoMAE
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | pathlib.Path, overwrite: bool = False):
+  """Yields a temporary sibling of `out` to fill; renames it to `out` only if the block succeeds."""
+  out = pathlib.Path(out).absolute()
+  if out.exists() and not overwrite:
+    raise FileExistsError(f"{out} already exists; choose another output or allow overwriting")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+  tmp.mkdir()
+  try:
+    yield tmp
+    if out.exists():
+      shutil.rmtree(out)
+    tmp.rename(out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_checkpoint(directory: pathlib.Path, params, config: ModelConfig, carried=None):
+  """Writes params and config into an existing (temporary) directory; see `atomic_directory`."""
+  tree = {"params": params}
+  if carried:
+    tree["carried"] = carried
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(pathlib.Path(directory).absolute() / PARAMS_DIR, tree)
+  (pathlib.Path(directory) / CONFIG_FILE).write_text(config.to_json() + "\n")
+
+
+def save_checkpoint(out, params, config: ModelConfig, carried=None, overwrite: bool = False):
+  with atomic_directory(out, overwrite) as tmp:
+    write_checkpoint(tmp, params, config, carried)
+
+
+def read_config(directory) -> ModelConfig:
+  path = pathlib.Path(directory) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{directory}: not a gardener_jax checkpoint (no {CONFIG_FILE})")
+  try:
+    return ModelConfig.from_dict(json.loads(path.read_text()))
+  except (json.JSONDecodeError, TypeError, ValueError) as e:
+    raise ValueError(f"{path}: {e}") from None
+
+
+def load_tree(directory) -> dict:
+  """The stored tree as numpy arrays with their stored dtypes (bit-exact): {'params', ['carried']}."""
+  path = pathlib.Path(directory).absolute() / PARAMS_DIR
+  if not path.is_dir():
+    raise FileNotFoundError(f"{directory}: not a gardener_jax checkpoint (no {PARAMS_DIR}/)")
+  with ocp.StandardCheckpointer() as checkpointer:
+    return checkpointer.restore(path)
+
+
+def load_checkpoint(directory) -> tuple[VideoMAE, dict, ModelConfig]:
+  """Loads a converted or pruned checkpoint: `model.apply({'params': params}, clips, train=False)`."""
+  config = read_config(directory)
+  params = jax.device_put(load_tree(directory)["params"])
+  return VideoMAE(config), params, config
+
+
+def count_params(params) -> int:
+  return int(sum(np.size(x) for x in jax.tree.leaves(params)))

@@ -1,0 +1,97 @@
+"""Model configuration of a (possibly pruned) VideoMAE encoder and classifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# Named sizes of SPEC §1: width, depth, heads, MLP width.
+VARIANTS = {
+    "vit_s": dict(width=384, depth=12, num_heads=6, mlp_dim=1536),
+    "vit_b": dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
+    "vit_l": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
+    "vit_h": dict(width=1280, depth=32, num_heads=16, mlp_dim=5120),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything the Flax VideoMAE needs to be built; serialised as JSON next to the params.
+
+  `kept_blocks` lists, 1-based and in order, which blocks of the original (unpruned) model this one
+  holds, so `depth == len(kept_blocks)` and a pruned model knows its lineage.
+  """
+
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  num_classes: int = 0  # 0: no head, the model returns the pooled features.
+  num_frames: int = 16
+  image_size: int = 224
+  patch_size: int = 16
+  tubelet_size: int = 2
+  in_channels: int = 3
+  norm_eps: float = 1e-6  # LayerNorms inside the blocks (and `norm` in the original release).
+  head_norm_eps: float = 1e-6  # fc_norm / final norm: 1e-6 original release, 1e-5 / 1e-12 HuggingFace.
+  layer_scale: bool = False
+  use_mean_pooling: bool = True  # True: mean → fc_norm → head; False: norm → first token → head.
+  kept_blocks: tuple[int, ...] | None = None
+  dropout_rate: float = 0.0  # before the head.
+  attention_dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  remat: bool = False
+
+  def __post_init__(self):
+    if self.kept_blocks is None:
+      object.__setattr__(self, "kept_blocks", tuple(range(1, self.depth + 1)))
+    object.__setattr__(self, "kept_blocks", tuple(int(b) for b in self.kept_blocks))
+    problems = []
+    if len(self.kept_blocks) != self.depth:
+      problems.append(f"kept_blocks has {len(self.kept_blocks)} entries, depth is {self.depth}")
+    if list(self.kept_blocks) != sorted(set(self.kept_blocks)) or min(self.kept_blocks, default=1) < 1:
+      problems.append(f"kept_blocks must be distinct, increasing and 1-based, got {self.kept_blocks}")
+    if self.width % self.num_heads:
+      problems.append(f"width {self.width} is not a multiple of num_heads {self.num_heads}")
+    if self.num_frames % self.tubelet_size:
+      problems.append(f"num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}")
+    if self.image_size % self.patch_size:
+      problems.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+    if self.depth < 1:
+      problems.append(f"depth must be at least 1, got {self.depth}")
+    if problems:
+      raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+  @classmethod
+  def from_variant(cls, name: str, **overrides) -> ModelConfig:
+    if name not in VARIANTS:
+      raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return cls(**{**VARIANTS[name], **overrides})
+
+  @property
+  def num_tokens(self) -> int:
+    return (self.num_frames // self.tubelet_size) * (self.image_size // self.patch_size) ** 2
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+  def replace(self, **changes) -> ModelConfig:
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["kept_blocks"] = list(self.kept_blocks)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2)

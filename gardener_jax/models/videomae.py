@@ -1,0 +1,169 @@
+"""Flax (Linen) VideoMAE encoder with a classification head.
+
+Block parameters are stacked along a leading depth axis (`nn.scan`), so a pruned model is a gather
+along that axis and a per-block statistic is a map over it. Parameter names follow the original
+PyTorch release (`blocks/attn/qkv`, `blocks/mlp/fc1`, ...) to keep the converter readable.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gardener_jax.models.config import ModelConfig
+
+Dtype = Any
+_dense_init = nn.initializers.truncated_normal(0.02)
+
+
+@functools.lru_cache(maxsize=16)
+def sinusoid_position_table(num_tokens: int, width: int) -> np.ndarray:
+  """VideoMAE's fixed 1-D sinusoid table, (num_tokens, width) float32; never stored in checkpoints.
+
+  Computed in float64 and rounded once to float32, as the PyTorch implementations do.
+  """
+  position = np.arange(num_tokens, dtype=np.float64)[:, None]
+  channel = np.arange(width)
+  angle = position / np.power(10000, 2 * (channel // 2) / width)
+  angle[:, 0::2] = np.sin(angle[:, 0::2])
+  angle[:, 1::2] = np.cos(angle[:, 1::2])
+  return angle.astype(np.float32)
+
+
+def drop_path(x, rate, deterministic: bool, rng_module: nn.Module):
+  """Stochastic depth: zero a sample's residual branch with probability `rate`, rescale the rest."""
+  if deterministic:
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng_module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class PatchEmbed(nn.Module):
+  """Tubelet embedding: a Conv3d whose kernel equals its stride, run as one matmul over patches.
+
+  The kernel keeps the conv layout (tubelet, patch, patch, in, width); XLA on CPU runs a
+  non-overlapping conv far slower than the equivalent reshape + dot.
+  """
+
+  config: ModelConfig
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, clips):
+    c = self.config
+    t, p = c.tubelet_size, c.patch_size
+    kernel = self.param("kernel", _dense_init, (t, p, p, c.in_channels, c.width))
+    bias = self.param("bias", nn.initializers.zeros, (c.width,))
+    b, frames, height, width, channels = clips.shape
+    x = clips.reshape(b, frames // t, t, height // p, p, width // p, p, channels)
+    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)  # (b, T', H', W', t, p, p, C): tokens in (t, h, w) order.
+    x = x.reshape(b, -1, t * p * p * channels).astype(self.dtype)
+    kernel = kernel.reshape(-1, c.width).astype(self.dtype)
+    return x @ kernel + bias.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with one fused qkv matrix, learned q and v biases, zero k bias."""
+
+  config: ModelConfig
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    q_bias = self.param("q_bias", nn.initializers.zeros, (c.width,))
+    v_bias = self.param("v_bias", nn.initializers.zeros, (c.width,))
+    qkv_bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
+    qkv = nn.Dense(3 * c.width, use_bias=False, dtype=self.dtype, kernel_init=_dense_init, name="qkv")(x)
+    qkv = (qkv + qkv_bias).reshape(*x.shape[:-1], 3, c.num_heads, c.head_dim)
+    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * c.head_dim**-0.5, k)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    weights = nn.Dropout(c.attention_dropout_rate)(weights, deterministic=self.deterministic)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
+    return nn.Dense(c.width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(out)
+
+
+class Mlp(nn.Module):
+  config: ModelConfig
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(self.config.mlp_dim, dtype=self.dtype, kernel_init=_dense_init, name="fc1")(x)
+    x = nn.gelu(x, approximate=False)
+    return nn.Dense(self.config.width, dtype=self.dtype, kernel_init=_dense_init, name="fc2")(x)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block; `__call__(x, drop_path_rate) -> (x, None)` is scanned over depth."""
+
+  config: ModelConfig
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, drop_path_rate):
+    c = self.config
+    norm = functools.partial(nn.LayerNorm, epsilon=c.norm_eps, dtype=self.dtype)
+    branches = (
+        ("norm1", lambda y: Attention(c, self.deterministic, self.dtype, name="attn")(y), "gamma_1"),
+        ("norm2", lambda y: Mlp(c, self.dtype, name="mlp")(y), "gamma_2"),
+    )
+    for norm_name, branch, gamma_name in branches:
+      y = branch(norm(name=norm_name)(x))
+      if c.layer_scale:
+        y = y * self.param(gamma_name, nn.initializers.constant(0.1), (c.width,)).astype(self.dtype)
+      x = x + drop_path(y, drop_path_rate, self.deterministic, self)
+    return x, None
+
+
+class VideoMAE(nn.Module):
+  """VideoMAE encoder + head. Clips are (batch, frames, height, width, channels)."""
+
+  config: ModelConfig
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, clips, train: bool = False):
+    c = self.config
+    expected = (c.num_frames, c.image_size, c.image_size, c.in_channels)
+    if tuple(clips.shape[1:]) != expected:
+      raise ValueError(f"clips have shape {tuple(clips.shape)}; this model expects (batch, *{expected})")
+    x = PatchEmbed(c, self.dtype, name="patch_embed")(clips)
+    x = x + jnp.asarray(sinusoid_position_table(c.num_tokens, c.width), self.dtype)
+
+    block = nn.remat(Block, prevent_cse=False) if c.remat else Block
+    blocks = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=0,
+        length=c.depth,
+    )
+    drop_path_rates = jnp.linspace(0.0, c.drop_path_rate, c.depth)
+    x, _ = blocks(c, deterministic=not train, dtype=self.dtype, name="blocks")(x, drop_path_rates)
+
+    if c.use_mean_pooling:
+      x = nn.LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="fc_norm")(x.mean(axis=1))
+    else:
+      x = nn.LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="norm")(x)[:, 0]
+    if not c.num_classes:
+      return x
+    x = nn.Dropout(c.dropout_rate)(x, deterministic=not train)
+    return nn.Dense(c.num_classes, dtype=self.dtype, kernel_init=_dense_init, name="head")(x)
+
+
+def init_params(config: ModelConfig, rng: jax.Array | int = 0) -> dict:
+  """Random parameters for `config` (shape-only tracing: no forward pass is run)."""
+  if isinstance(rng, int):
+    rng = jax.random.key(rng)
+  clips = jnp.zeros((1, config.num_frames, config.image_size, config.image_size, config.in_channels))
+  return jax.jit(VideoMAE(config).init)(rng, clips)["params"]

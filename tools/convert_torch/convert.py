@@ -1,0 +1,187 @@
+"""PyTorch VideoMAE → gardener_jax checkpoint, and back (HuggingFace directory or original `.pth`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from gardener_jax.checkpoint import atomic_directory, count_params, load_tree, read_config, write_checkpoint
+from gardener_jax.models import ModelConfig, sinusoid_position_table
+from tools.convert_torch.errors import ConversionError
+from tools.convert_torch.infer import infer_config
+from tools.convert_torch.layouts import (HF, ORIGINAL, canonical_key, detect_layout, flatten, flax_to_torch,
+                                         is_carried, nest, torch_to_flax)
+from tools.convert_torch.read import read_source
+
+REPORT_JSON, REPORT_MD = "conversion_report.json", "conversion_report.md"
+CARRIED_CONFIG = "carried_config.json"  # the source's settings for the carried weights (HF decoder_* fields)
+
+
+def convert(src, out, *, variant: str | None = None, overrides: dict[str, Any] | None = None,
+            overwrite: bool = False) -> dict[str, Any]:
+  """Converts a PyTorch VideoMAE checkpoint into a gardener_jax checkpoint directory; returns the report."""
+  source = read_source(src)
+  name = str(source.path)
+  layout = detect_layout(source.tensors, name)
+  tensors: dict[str, np.ndarray] = {}
+  for key, value in source.tensors.items():
+    canonical = canonical_key(layout, key)
+    if canonical in tensors:
+      raise ConversionError(f"{name}: keys '{key}' and another both mean '{canonical}'")
+    tensors[canonical] = value
+  ignored = dict(source.ignored)
+  for key in [k for k in tensors if k.endswith("attention.attention.key.bias")]:
+    if np.any(tensors.pop(key)):
+      raise ConversionError(f"{name}: key '{key}' is non-zero; VideoMAE's key bias must be zero")
+    ignored[key] = "all zeros: the model's key bias is fixed at zero"
+
+  config, provenance = infer_config(tensors, layout, source=name, hf_config=source.hf_config,
+                                    train_args=source.train_args, variant=variant, overrides=overrides)
+  params, mapped = torch_to_flax(tensors, layout, config, source=name)
+  if "pos_embed" in tensors:  # some files store the fixed table; anything else would be a learned one.
+    pos_embed = tensors.pop("pos_embed")
+    if not np.allclose(pos_embed.reshape(-1), sinusoid_position_table(config.num_tokens, config.width).reshape(-1),
+                       atol=1e-6):
+      raise ConversionError(f"{name}: key 'pos_embed' is not the fixed sinusoid table; learned position "
+                            "embeddings are not supported")
+    ignored["pos_embed"] = "equals the fixed sinusoid table, which the model rebuilds"
+  carried = {k: tensors.pop(k) for k in list(tensors) if is_carried(layout, k)}
+  if tensors:
+    raise ConversionError(f"{name}: unexpected keys that are not VideoMAE {layout} weights: {sorted(tensors)[:10]}")
+
+  report = {
+      "source": name,
+      "layout": layout,
+      "kind": "pretraining" if carried else "finetuned",
+      "config": config.to_dict(),
+      "config_sources": provenance,
+      "num_params": count_params(params),
+      "dtypes": sorted({str(a.dtype) for a in jax.tree.leaves(params)}),
+      "mapped": [{"flax": flax, "torch": keys} for flax, keys in mapped],
+      "carried": sorted(carried),
+      "ignored": ignored,
+  }
+  with atomic_directory(out, overwrite) as tmp:
+    write_checkpoint(tmp, params, config, {layout: nest(carried, ".")} if carried else None)
+    (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    if carried and source.hf_config:
+      carried_config = {k: v for k, v in source.hf_config.items() if k.startswith("decoder_") or k == "norm_pix_loss"}
+      (tmp / CARRIED_CONFIG).write_text(json.dumps(carried_config, indent=2) + "\n")
+    (tmp / REPORT_MD).write_text(_report_markdown(report))
+  return report
+
+
+def export(checkpoint, out, layout: str, *, fold_layer_scale: bool = False, overwrite: bool = False) -> list[str]:
+  """Writes a gardener_jax checkpoint as a HuggingFace directory or an original-release `.pth`.
+
+  Returns warnings about what the target format cannot represent exactly.
+  """
+  config = read_config(checkpoint)
+  tree = load_tree(checkpoint)
+  params, warnings = tree["params"], []
+  if config.layer_scale and layout == HF:
+    if not fold_layer_scale:
+      raise ConversionError(f"{checkpoint}: has layer scale (gamma_1, gamma_2), which the HuggingFace VideoMAE "
+                            "lacks; pass --fold_layer_scale to multiply it into attn.proj and mlp.fc2")
+    params, config = fold_layer_scale_into_linears(params, config)
+    warnings.append("layer scale folded into attn.proj and mlp.fc2: those values are no longer bit-identical")
+  tensors = flax_to_torch(params, layout, config)
+  carried = flatten(tree.get("carried", {}).get(layout, {}), ".")
+  if carried and layout == ORIGINAL:  # the pretraining layout prefixes the encoder
+    tensors = {f"encoder.{k}": v for k, v in tensors.items()}
+  tensors.update(carried)
+
+  if layout == HF:
+    carried_config_path = pathlib.Path(checkpoint) / CARRIED_CONFIG
+    carried_config = json.loads(carried_config_path.read_text()) if carried_config_path.is_file() else {}
+    hf_config, hf_warnings = to_hf_config(config, carried, carried_config)
+    warnings += hf_warnings
+    with atomic_directory(out, overwrite) as tmp:
+      from safetensors.numpy import save_file
+      save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+      (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+  else:
+    _save_torch(tensors, pathlib.Path(out), config, overwrite)
+  return warnings
+
+
+def fold_layer_scale_into_linears(params, config: ModelConfig):
+  """gamma ⊙ (W x + b) = (gamma ⊙ W) x + gamma ⊙ b: the same function without layer scale params."""
+  blocks = dict(params["blocks"])
+  gamma_1, gamma_2 = blocks.pop("gamma_1"), blocks.pop("gamma_2")
+
+  def scaled(linear, gamma):
+    return {"kernel": linear["kernel"] * gamma[:, None, :], "bias": linear["bias"] * gamma}
+
+  blocks["attn"] = {**blocks["attn"], "proj": scaled(blocks["attn"]["proj"], gamma_1)}
+  blocks["mlp"] = {**blocks["mlp"], "fc2": scaled(blocks["mlp"]["fc2"], gamma_2)}
+  return {**params, "blocks": blocks}, config.replace(layer_scale=False)
+
+
+def to_hf_config(config: ModelConfig, carried: dict[str, np.ndarray],
+                 carried_config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+  warnings = []
+  if config.use_mean_pooling and config.head_norm_eps != 1e-5:
+    warnings.append(f"HuggingFace fixes fc_norm's eps at 1e-5; this model uses {config.head_norm_eps} "
+                    "(logits differ by about 1e-6)")
+  if not config.use_mean_pooling and config.head_norm_eps != config.norm_eps:
+    warnings.append(f"HuggingFace uses one eps ({config.norm_eps}) for the blocks and the final norm; "
+                    f"this model's final norm uses {config.head_norm_eps}")
+  if carried:
+    architecture = "VideoMAEForPreTraining"
+  elif config.num_classes or config.use_mean_pooling:
+    architecture = "VideoMAEForVideoClassification"
+  else:
+    architecture = "VideoMAEModel"
+  hf = {
+      "architectures": [architecture], "model_type": "videomae",
+      "hidden_size": config.width, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
+      "intermediate_size": config.mlp_dim, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+      "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": config.norm_eps,
+      "image_size": config.image_size, "patch_size": config.patch_size, "num_channels": config.in_channels,
+      "num_frames": config.num_frames, "tubelet_size": config.tubelet_size, "qv_bias": True, "qkv_bias": True,
+      "use_mean_pooling": config.use_mean_pooling,
+      "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_classes)},
+      "label2id": {f"LABEL_{i}": i for i in range(config.num_classes)},
+      "gardener_kept_blocks": list(config.kept_blocks),
+      **(carried_config if carried else {}),
+  }
+  return hf, warnings
+
+
+def _save_torch(tensors: dict[str, np.ndarray], out: pathlib.Path, config: ModelConfig, overwrite: bool):
+  import ml_dtypes
+  import torch
+
+  def to_torch(a):
+    if a.dtype == ml_dtypes.bfloat16:
+      return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+  if out.exists() and not overwrite:
+    raise FileExistsError(f"{out} already exists; choose another output or allow overwriting")
+  tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+  try:
+    torch.save({"model": {k: to_torch(v) for k, v in tensors.items()}, "gardener_config": config.to_dict()}, tmp)
+    os.replace(tmp, out)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def _report_markdown(report: dict[str, Any]) -> str:
+  lines = [f"# Conversion report", "", f"- source: `{report['source']}`", f"- layout: {report['layout']} "
+           f"({report['kind']})", f"- parameters: {report['num_params']:,} ({', '.join(report['dtypes'])})", "",
+           "| field | value | from |", "|---|---|---|"]
+  lines += [f"| {k} | {v} | {report['config_sources'].get(k, 'default')} |" for k, v in report["config"].items()]
+  lines += ["", f"## Mapped ({len(report['mapped'])} Flax leaves)", "", "| flax | torch |", "|---|---|"]
+  lines += [f"| `{m['flax']}` | {', '.join(f'`{t}`' for t in m['torch'])} |" for m in report["mapped"]]
+  lines += ["", f"## Carried unconverted ({len(report['carried'])} keys, under `carried/`)", ""]
+  lines += [f"- `{k}`" for k in report["carried"]]
+  lines += ["", f"## Ignored ({len(report['ignored'])})", ""]
+  lines += [f"- `{k}`: {why}" for k, why in report["ignored"].items()]
+  return "\n".join(lines) + "\n"

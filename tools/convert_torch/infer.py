@@ -1,0 +1,128 @@
+"""Infers the ModelConfig of a checkpoint from its weight shapes, its metadata and the user's flags.
+
+Every field comes from at least one source; sources that disagree are an error, a field no source
+gives is an error that says how to supply it. The result records where each field came from.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from gardener_jax.models import VARIANTS, ModelConfig
+from tools.convert_torch.errors import ConversionError
+from tools.convert_torch.layouts import HF, ORIGINAL
+
+# Original-release model names, e.g. 'vit_base_patch16_224', 'pretrain_videomae_base_patch16_224'.
+_MODEL_NAME = re.compile(r"(small|base|large|huge)_patch(\d+)_(\d+)")
+_SIZE_TO_VARIANT = {"small": "vit_s", "base": "vit_b", "large": "vit_l", "huge": "vit_h"}
+_HOW_TO_SUPPLY = "pass --variant (vit_s, vit_b, vit_l, vit_h) or --{flag}"
+
+
+def _from_shapes(tensors: dict[str, np.ndarray], layout: str, source: str) -> dict[str, Any]:
+  if layout == ORIGINAL:
+    patch, block, head = "patch_embed.proj.weight", r"^blocks\.(\d+)\.", "head.weight"
+    fc1 = "blocks.0.mlp.fc1.weight"
+    pooling = {"fc_norm.weight": True, "norm.weight": False}
+  else:
+    patch, block, head = ("videomae.embeddings.patch_embeddings.projection.weight",
+                          r"^videomae\.encoder\.layer\.(\d+)\.", "classifier.weight")
+    fc1 = "videomae.encoder.layer.0.intermediate.dense.weight"
+    pooling = {"fc_norm.weight": True, "videomae.layernorm.weight": False}
+  width, in_channels, tubelet, patch_h, patch_w = tensors[patch].shape
+  if patch_h != patch_w:
+    raise ConversionError(f"{source}: key '{patch}' has a non-square patch {patch_h}×{patch_w}")
+  blocks = {int(m[1]) for k in tensors if (m := re.match(block, k))}
+  if fc1 not in tensors:
+    raise ConversionError(f"{source}: missing key '{fc1}' (expected the first block's MLP)")
+  found = [flag for key, flag in pooling.items() if key in tensors]
+  if len(found) != 1:
+    raise ConversionError(f"{source}: expected exactly one of the keys {list(pooling)} (mean pooling + fc_norm, "
+                          f"or a final norm); found {'both' if found else 'neither'}")
+  return dict(
+      width=width, in_channels=in_channels, tubelet_size=tubelet, patch_size=patch_h,
+      depth=max(blocks) + 1, mlp_dim=tensors[fc1].shape[0], use_mean_pooling=found[0],
+      num_classes=tensors[head].shape[0] if head in tensors else 0,
+      layer_scale=layout == ORIGINAL and "blocks.0.gamma_1" in tensors,
+  )
+
+
+def _from_hf_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+  if hf.get("model_type", "videomae") != "videomae":
+    raise ConversionError(f"{source}/config.json: model_type is {hf['model_type']!r}, expected 'videomae'")
+  if hf.get("hidden_act", "gelu") != "gelu":
+    raise ConversionError(f"{source}/config.json: hidden_act is {hf['hidden_act']!r}; only exact 'gelu' is supported")
+  names = dict(width="hidden_size", depth="num_hidden_layers", num_heads="num_attention_heads",
+               mlp_dim="intermediate_size", num_frames="num_frames", image_size="image_size",
+               patch_size="patch_size", tubelet_size="tubelet_size", in_channels="num_channels",
+               use_mean_pooling="use_mean_pooling", norm_eps="layer_norm_eps")
+  facts = {field: hf[key] for field, key in names.items() if key in hf}
+  for field in ("image_size", "patch_size"):
+    if isinstance(facts.get(field), (list, tuple)):
+      if len(set(facts[field])) != 1:
+        raise ConversionError(f"{source}/config.json: non-square {field} {facts[field]} is not supported")
+      facts[field] = facts[field][0]
+  return facts
+
+
+def _from_train_args(args: dict[str, Any]) -> dict[str, Any]:
+  facts = {}
+  if m := _MODEL_NAME.search(str(args.get("model", ""))):
+    facts.update({k: v for k, v in VARIANTS[_SIZE_TO_VARIANT[m[1]]].items() if k != "depth"})
+    facts.update(patch_size=int(m[2]), image_size=int(m[3]))
+  names = dict(num_frames="num_frames", image_size="input_size", tubelet_size="tubelet_size")
+  facts.update({field: args[key] for field, key in names.items() if isinstance(args.get(key), int)})
+  return facts
+
+
+def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=None, variant=None,
+                 overrides=None) -> tuple[ModelConfig, dict[str, str]]:
+  """Returns the config and, per field, the source it came from."""
+  sources: list[tuple[str, dict[str, Any]]] = [("weight shapes", _from_shapes(tensors, layout, source))]
+  if hf_config is not None:
+    sources.append(("config.json", _from_hf_config(hf_config, source)))
+  if train_args:
+    sources.append(("pickled args", _from_train_args(train_args)))
+  if variant:
+    if variant not in VARIANTS:
+      raise ConversionError(f"--variant {variant!r} is unknown; known: {', '.join(VARIANTS)}")
+    sources.append((f"--variant {variant}", {k: v for k, v in VARIANTS[variant].items() if k != "depth"}))
+  sources.append(("flags", {k: v for k, v in (overrides or {}).items() if v is not None}))
+
+  resolved, provenance = {}, {}
+  for name, facts in sources:
+    for field, value in facts.items():
+      if field in resolved and resolved[field] != value:
+        raise ConversionError(
+            f"{source}: {field} is {resolved[field]} according to {provenance[field]} but {value} according to {name}"
+        )
+      resolved.setdefault(field, value)
+      provenance.setdefault(field, name)
+
+  # Fields the layout fixes, then the input size a named variant implies (SPEC §1: 16 × 224²).
+  if layout == ORIGINAL:
+    fixed = dict(norm_eps=1e-6, head_norm_eps=1e-6)
+  else:
+    norm_eps = resolved.get("norm_eps", 1e-12)  # transformers' default layer_norm_eps
+    fixed = dict(norm_eps=norm_eps, head_norm_eps=1e-5 if resolved["use_mean_pooling"] else norm_eps)
+  defaults = [(f"{layout} layout", fixed)]
+  if variant:
+    defaults.append((f"--variant {variant} (16 × 224² clips)", dict(num_frames=16, image_size=224)))
+  for name, facts in defaults:
+    for field, value in facts.items():
+      if field not in resolved:
+        resolved[field], provenance[field] = value, name
+
+  missing = [f for f in ("num_heads", "num_frames", "image_size") if f not in resolved]
+  if missing:
+    raise ConversionError(
+        f"{source}: the weights do not determine {', '.join(missing)}; "
+        + "; ".join(_HOW_TO_SUPPLY.format(flag=f) for f in missing)
+    )
+  try:
+    config = ModelConfig(**resolved)
+  except (TypeError, ValueError) as e:
+    raise ConversionError(f"{source}: {e}") from None
+  return config, provenance

@@ -1,0 +1,242 @@
+"""The two PyTorch key layouts of VideoMAE and the bit-exact mapping to and from the Flax pytree.
+
+A layout is a list of `Rule`s, each tying one Flax leaf to one or more PyTorch keys. The same rules
+drive both directions, so the mapping cannot drift between import and export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import jax
+import numpy as np
+
+from gardener_jax.models import ModelConfig, VideoMAE
+from tools.convert_torch.errors import ConversionError
+
+ORIGINAL, HF = "original", "hf"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One Flax leaf (a '/'-joined path) and the PyTorch key(s) holding it.
+
+  `kind` says how the layouts differ: 'dense' (Linear (out, in) ↔ kernel (in, out)), 'conv'
+  (Conv3d (O, I, T, H, W) ↔ (T, H, W, I, O)) or 'copy'. Several torch keys are concatenated along
+  their first (output) axis: HuggingFace splits the fused qkv matrix into query, key and value.
+  Per-block rules have `{i}` in their keys and a Flax leaf stacked along depth.
+  """
+
+  flax: str
+  torch: tuple[str, ...]
+  kind: str = "copy"
+  per_block: bool = False
+
+
+def _linear(flax, torch, per_block=False):
+  return [Rule(f"{flax}/kernel", (f"{torch}.weight",), "dense", per_block),
+          Rule(f"{flax}/bias", (f"{torch}.bias",), "copy", per_block)]
+
+
+def _layer_norm(flax, torch, per_block=False):
+  return [Rule(f"{flax}/scale", (f"{torch}.weight",), "copy", per_block),
+          Rule(f"{flax}/bias", (f"{torch}.bias",), "copy", per_block)]
+
+
+def rules(layout: str, config: ModelConfig) -> list[Rule]:
+  if layout == ORIGINAL:
+    b = "blocks.{i}."
+    table = [
+        Rule("patch_embed/kernel", ("patch_embed.proj.weight",), "conv"),
+        Rule("patch_embed/bias", ("patch_embed.proj.bias",)),
+        *_layer_norm("blocks/norm1", b + "norm1", True),
+        Rule("blocks/attn/qkv/kernel", (b + "attn.qkv.weight",), "dense", True),
+        Rule("blocks/attn/q_bias", (b + "attn.q_bias",), per_block=True),
+        Rule("blocks/attn/v_bias", (b + "attn.v_bias",), per_block=True),
+        *_linear("blocks/attn/proj", b + "attn.proj", True),
+        *_layer_norm("blocks/norm2", b + "norm2", True),
+        *_linear("blocks/mlp/fc1", b + "mlp.fc1", True),
+        *_linear("blocks/mlp/fc2", b + "mlp.fc2", True),
+    ]
+    if config.layer_scale:
+      table += [Rule("blocks/gamma_1", (b + "gamma_1",), per_block=True),
+                Rule("blocks/gamma_2", (b + "gamma_2",), per_block=True)]
+    table += _layer_norm("fc_norm", "fc_norm") if config.use_mean_pooling else _layer_norm("norm", "norm")
+    head = "head"
+  elif layout == HF:
+    b = "videomae.encoder.layer.{i}."
+    attn = b + "attention.attention."
+    table = [
+        Rule("patch_embed/kernel", ("videomae.embeddings.patch_embeddings.projection.weight",), "conv"),
+        Rule("patch_embed/bias", ("videomae.embeddings.patch_embeddings.projection.bias",)),
+        *_layer_norm("blocks/norm1", b + "layernorm_before", True),
+        Rule("blocks/attn/qkv/kernel", tuple(attn + f"{n}.weight" for n in ("query", "key", "value")), "dense", True),
+        Rule("blocks/attn/q_bias", (attn + "q_bias",), per_block=True),
+        Rule("blocks/attn/v_bias", (attn + "v_bias",), per_block=True),
+        *_linear("blocks/attn/proj", b + "attention.output.dense", True),
+        *_layer_norm("blocks/norm2", b + "layernorm_after", True),
+        *_linear("blocks/mlp/fc1", b + "intermediate.dense", True),
+        *_linear("blocks/mlp/fc2", b + "output.dense", True),
+    ]
+    if config.layer_scale:
+      raise ConversionError("the HuggingFace VideoMAE has no layer scale (gamma_1, gamma_2); fold it first")
+    table += _layer_norm("fc_norm", "fc_norm") if config.use_mean_pooling else _layer_norm("norm", "videomae.layernorm")
+    head = "classifier"
+  else:
+    raise ValueError(f"unknown layout {layout!r}")
+  if config.num_classes:
+    table += _linear("head", head)
+  return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Key normalisation: the many spellings found in the wild → the canonical keys of `rules`.
+
+_CARRIED = {
+    ORIGINAL: re.compile(r"^(encoder_to_decoder\.|mask_token$|decoder\.)"),
+    HF: re.compile(r"^(encoder_to_decoder\.|mask_token$|decoder\.)"),
+}
+
+
+def detect_layout(keys, source: str = "checkpoint") -> str:
+  keys = list(keys)
+  if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
+    return HF
+  if any(k.endswith("patch_embed.proj.weight") for k in keys):
+    return ORIGINAL
+  raise ConversionError(
+      f"{source}: unrecognised key layout: expected 'patch_embed.proj.weight' (original VideoMAE release) or "
+      f"'embeddings.patch_embeddings.projection.weight' (HuggingFace); first keys: {keys[:5]}"
+  )
+
+
+def canonical_key(layout: str, key: str) -> str:
+  if layout == ORIGINAL:
+    for prefix in ("module.", "encoder.", "backbone."):
+      if key.startswith(prefix) and not key.startswith("encoder_to_decoder"):
+        key = key[len(prefix):]
+    return key
+  if key.startswith(("embeddings.", "encoder.layer.", "layernorm.")):  # VideoMAEModel: no prefix
+    key = "videomae." + key
+  # Files on the hub (and transformers' save_pretrained) say q_bias / v_bias; transformers ≥ 5 names the
+  # same parameters query.bias / value.bias in memory, and some ports save them that way.
+  return re.sub(r"attention\.attention\.(query|value)\.bias$", lambda m: f"attention.attention.{m[1][0]}_bias", key)
+
+
+def is_carried(layout: str, key: str) -> bool:
+  """Pretraining-only weights (decoder, encoder_to_decoder, mask_token): kept aside, not converted."""
+  return bool(_CARRIED[layout].match(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# The mapping itself.
+
+def _flax_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+  clips = jax.ShapeDtypeStruct((1, config.num_frames, config.image_size, config.image_size, config.in_channels),
+                               np.float32)
+  abstract = jax.eval_shape(VideoMAE(config).init, jax.random.key(0), clips)["params"]
+  return {"/".join(k.key for k in path): leaf.shape
+          for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+
+
+def _to_flax(kind: str, torch_array: np.ndarray) -> np.ndarray:
+  if kind == "dense":
+    return torch_array.T
+  if kind == "conv":
+    return torch_array.transpose(2, 3, 4, 1, 0)
+  return torch_array
+
+
+def _to_torch(kind: str, flax_array: np.ndarray) -> np.ndarray:
+  if kind == "dense":
+    return flax_array.T
+  if kind == "conv":
+    return flax_array.transpose(4, 3, 0, 1, 2)
+  return flax_array
+
+
+def _torch_shape(kind: str, flax_shape: tuple[int, ...], parts: int) -> tuple[int, ...]:
+  shape = list(_to_torch(kind, np.empty(flax_shape, np.bool_)).shape)
+  shape[0] //= parts
+  return tuple(shape)
+
+
+def nest(flat: dict[str, np.ndarray], sep: str = "/") -> dict:
+  tree: dict = {}
+  for path, value in flat.items():
+    *parents, leaf = path.split(sep)
+    node = tree
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = value
+  return tree
+
+
+def flatten(tree: dict, sep: str = "/", prefix: str = "") -> dict[str, np.ndarray]:
+  flat = {}
+  for name, value in tree.items():
+    path = f"{prefix}{name}"
+    if isinstance(value, dict):
+      flat.update(flatten(value, sep, path + sep))
+    else:
+      flat[path] = value
+  return flat
+
+
+def torch_to_flax(tensors: dict[str, np.ndarray], layout: str, config: ModelConfig, *, source: str = "checkpoint"):
+  """Moves the encoder and head weights out of `tensors` (canonical keys) into a Flax params tree.
+
+  Consumed keys are removed from `tensors`, so what is left afterwards is what the model does not
+  use. Returns (params, mapped) with mapped = [(flax path, torch keys)].
+  """
+  shapes = _flax_shapes(config)
+  flat, mapped = {}, []
+  for rule in rules(layout, config):
+    if rule.flax not in shapes:
+      raise AssertionError(f"layout rule for unknown parameter {rule.flax}")
+    flax_shape = shapes[rule.flax]
+    block_ids = range(config.depth) if rule.per_block else [None]
+    block_shape = flax_shape[1:] if rule.per_block else flax_shape
+    expected = _torch_shape(rule.kind, block_shape, len(rule.torch))
+    out = None
+    for slot, i in enumerate(block_ids):
+      parts = []
+      for template in rule.torch:
+        key = template.format(i=i)
+        if key not in tensors:
+          raise ConversionError(f"{source}: missing key '{key}' (expected shape {expected})")
+        array = tensors.pop(key)
+        if array.shape != expected:
+          raise ConversionError(f"{source}: key '{key}' has shape {array.shape}, expected {expected}")
+        _check_finite(array, key, source)
+        parts.append(array)
+      value = _to_flax(rule.kind, np.concatenate(parts) if len(parts) > 1 else parts[0])
+      if out is None:
+        out = np.empty(flax_shape, value.dtype)
+      if value.dtype != out.dtype:
+        raise ConversionError(f"{source}: key '{rule.torch[0].format(i=i)}' is {value.dtype}, other blocks are {out.dtype}")
+      out[slot if rule.per_block else ...] = value
+    flat[rule.flax] = out
+    mapped.append((rule.flax, [t.format(i="N") if rule.per_block else t for t in rule.torch]))
+  return nest(flat), mapped
+
+
+def flax_to_torch(params: dict, layout: str, config: ModelConfig) -> dict[str, np.ndarray]:
+  """The inverse of `torch_to_flax`: canonical torch keys → contiguous numpy arrays, same bits."""
+  flat = flatten(params)
+  tensors = {}
+  for rule in rules(layout, config):
+    leaf = flat[rule.flax]
+    for i in (range(config.depth) if rule.per_block else [None]):
+      value = _to_torch(rule.kind, leaf[i] if rule.per_block else leaf)
+      for template, part in zip(rule.torch, np.split(value, len(rule.torch))):
+        tensors[template.format(i=i)] = np.ascontiguousarray(part)
+  return tensors
+
+
+def _check_finite(array: np.ndarray, key: str, source: str):
+  if array.dtype.kind == "f" or array.dtype.name == "bfloat16":
+    bad = array.size - int(np.isfinite(array).sum())
+    if bad:
+      raise ConversionError(f"{source}: key '{key}' holds {bad} non-finite values (NaN or inf); expected finite weights")

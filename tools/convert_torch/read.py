@@ -1,0 +1,131 @@
+"""Reading PyTorch VideoMAE checkpoints into flat {key: numpy array} dicts, without changing a bit.
+
+Supported: original-release `.pth` files (weights under `model`, `module`, `state_dict` or bare, an
+`argparse.Namespace` under `args`), HuggingFace directories (`config.json` + `model.safetensors`,
+sharded safetensors or `pytorch_model.bin`) and single `.safetensors` / `.bin` files. Safetensors
+files are read without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from tools.convert_torch.errors import ConversionError
+
+_WEIGHT_ENTRIES = ("model", "module", "state_dict")
+
+
+@dataclasses.dataclass
+class Source:
+  """What a checkpoint file holds: its weights, metadata that describes the model, and what was skipped."""
+
+  path: pathlib.Path
+  tensors: dict[str, np.ndarray]
+  hf_config: dict[str, Any] | None = None  # config.json of a HuggingFace directory.
+  train_args: dict[str, Any] | None = None  # the original release's pickled argparse.Namespace.
+  ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # entry -> why it was not read.
+
+
+def read_source(path: str | pathlib.Path) -> Source:
+  path = pathlib.Path(path)
+  if path.is_dir():
+    return _read_hf_directory(path)
+  if not path.is_file():
+    raise ConversionError(f"{path}: no such file or directory")
+  if path.suffix == ".safetensors":
+    return Source(path, _read_safetensors(path))
+  return _read_torch_file(path)
+
+
+def _read_hf_directory(directory: pathlib.Path) -> Source:
+  config_path = directory / "config.json"
+  if not config_path.is_file():
+    raise ConversionError(f"{directory}: a HuggingFace directory needs config.json; none found")
+  try:
+    hf_config = json.loads(config_path.read_text())
+  except json.JSONDecodeError as e:
+    raise ConversionError(f"{config_path}: not valid JSON ({e})") from None
+  index = directory / "model.safetensors.index.json"
+  if (directory / "model.safetensors").is_file():
+    tensors = _read_safetensors(directory / "model.safetensors")
+  elif index.is_file():
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    tensors = {}
+    for shard in shards:
+      tensors.update(_read_safetensors(directory / shard))
+  elif (directory / "pytorch_model.bin").is_file():
+    return dataclasses.replace(_read_torch_file(directory / "pytorch_model.bin"), path=directory, hf_config=hf_config)
+  else:
+    raise ConversionError(
+        f"{directory}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+    )
+  return Source(directory, tensors, hf_config=hf_config)
+
+
+def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+  from safetensors import SafetensorError
+  from safetensors.numpy import load_file
+
+  try:
+    return load_file(str(path))
+  except (SafetensorError, OSError, ValueError) as e:
+    raise ConversionError(f"{path}: cannot read safetensors file ({e}); it may be truncated or corrupt") from None
+
+
+def _read_torch_file(path: pathlib.Path) -> Source:
+  import pickle
+
+  import torch
+
+  try:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+      try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+      except RuntimeError as e:
+        if "mmap" not in str(e):  # legacy (non-zip) files cannot be memory-mapped
+          raise
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    first_line = str(e).strip().splitlines()[0]
+    raise ConversionError(
+        f"{path}: refused to unpickle; only tensors, plain containers and argparse.Namespace are "
+        f"allowed ({first_line})"
+    ) from None
+  except (RuntimeError, EOFError, OSError, ValueError) as e:
+    raise ConversionError(f"{path}: cannot read PyTorch checkpoint ({e}); it may be truncated or corrupt") from None
+
+  if not isinstance(obj, dict):
+    raise ConversionError(f"{path}: expected a dict of tensors or a dict with a 'model' entry, got {type(obj).__name__}")
+  source = Source(path, {})
+  entry = next((k for k in _WEIGHT_ENTRIES if isinstance(obj.get(k), dict)), None)
+  weights = obj[entry] if entry else obj
+  if entry:
+    for key in obj:
+      if key != entry:
+        source.ignored[key] = "top-level entry beside the weights"
+    if isinstance(obj.get("args"), argparse.Namespace):
+      source.train_args = vars(obj["args"])
+  for key, value in weights.items():
+    if isinstance(value, torch.Tensor):
+      source.tensors[key] = _tensor_to_numpy(value)
+    else:
+      source.ignored[key] = f"not a tensor ({type(value).__name__})"
+  if not source.tensors:
+    raise ConversionError(f"{path}: no tensors found (looked under {', '.join(_WEIGHT_ENTRIES)} and at the top level)")
+  return source
+
+
+def _tensor_to_numpy(tensor) -> np.ndarray:
+  import ml_dtypes
+  import torch
+
+  tensor = tensor.detach()
+  if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: reinterpret the bits.
+    return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return tensor.numpy()
