@@ -160,9 +160,12 @@ def test_original_pretraining_round_trip(tmp_path):
                      factories.state_numpy(torch.load(tmp_path / "back.pth", weights_only=True)["model"]))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_low_precision_values_are_kept_bit_exact(tmp_path, dtype):
   torch_model = factories.original_classifier().to(dtype)
+  with torch.no_grad():  # subnormals and a negative zero must survive the transposes too
+    fc1 = torch_model.blocks[1].mlp.fc1.weight
+    fc1[0, :3] = torch.tensor([torch.finfo(dtype).smallest_normal / 4, -torch.finfo(dtype).smallest_normal / 8, -0.0])
   torch.save({"model": torch_model.state_dict()}, tmp_path / "ckpt.pth")
   convert(tmp_path / "ckpt.pth", tmp_path / "flax", overrides=dict(num_heads=4, num_frames=4, image_size=32))
   qkv = load_tree(tmp_path / "flax")["params"]["blocks"]["attn"]["qkv"]["kernel"]

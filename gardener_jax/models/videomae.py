@@ -45,11 +45,7 @@ def drop_path(x, rate, deterministic: bool, rng_module: nn.Module):
 
 
 class PatchEmbed(nn.Module):
-  """Tubelet embedding: a Conv3d whose kernel equals its stride, run as one matmul over patches.
-
-  The kernel keeps the conv layout (tubelet, patch, patch, in, width); XLA on CPU runs a
-  non-overlapping conv far slower than the equivalent reshape + dot.
-  """
+  """Tubelet embedding: a Conv3d whose kernel equals its stride; tokens come out in (t, h, w) order."""
 
   config: ModelConfig
   dtype: Dtype = jnp.float32
@@ -57,23 +53,44 @@ class PatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, clips):
     c = self.config
-    t, p = c.tubelet_size, c.patch_size
-    kernel = self.param("kernel", _dense_init, (t, p, p, c.in_channels, c.width))
-    bias = self.param("bias", nn.initializers.zeros, (c.width,))
-    b, frames, height, width, channels = clips.shape
-    x = clips.reshape(b, frames // t, t, height // p, p, width // p, p, channels)
-    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)  # (b, T', H', W', t, p, p, C): tokens in (t, h, w) order.
-    x = x.reshape(b, -1, t * p * p * channels).astype(self.dtype)
-    kernel = kernel.reshape(-1, c.width).astype(self.dtype)
-    return x @ kernel + bias.astype(self.dtype)
+    window = (c.tubelet_size, c.patch_size, c.patch_size)
+    x = nn.Conv(c.width, window, strides=window, padding="VALID", dtype=self.dtype, kernel_init=_dense_init,
+                name="proj")(clips)
+    return x.reshape(x.shape[0], -1, c.width)
+
+
+def attention_per_head(q, k, v):
+  """softmax(q kᵀ) v, one (batch, head) pair at a time, normalising after the value product.
+
+  On CPU this is ~3.5× faster than one batched einsum for ViT-B's 1568 tokens: a head's 1568²
+  score matrix stays in cache, and dividing the (tokens, head_dim) output is cheaper than dividing
+  the (tokens, tokens) scores. q, k, v: (batch, tokens, heads, head_dim), q already scaled.
+  """
+  b, n, h, d = q.shape
+  per_head = [x.transpose(0, 2, 1, 3).reshape(b * h, n, d) for x in (q, k, v)]
+
+  def one_head(qkv):
+    q, k, v = qkv
+    scores = (q @ k.T).astype(jnp.float32)
+    unnormalised = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
+    out = unnormalised.astype(v.dtype) @ v
+    return (out / unnormalised.sum(axis=-1, keepdims=True)).astype(v.dtype)
+
+  return jax.lax.map(one_head, per_head).reshape(b, h, n, d).transpose(0, 2, 1, 3)
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with one fused qkv matrix, learned q and v biases, zero k bias."""
+  """Multi-head self-attention with one fused qkv matrix, learned q and v biases, zero k bias.
+
+  `implementation`: 'per_head' (the CPU default, see `attention_per_head`), 'fused'
+  (`jax.nn.dot_product_attention`: cuDNN flash attention on GPUs where it applies, the GPU/TPU
+  default) or 'einsum' (materialised softmax; used whenever attention dropout is active).
+  """
 
   config: ModelConfig
   deterministic: bool = True
   dtype: Dtype = jnp.float32
+  implementation: str | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -83,12 +100,22 @@ class Attention(nn.Module):
     qkv_bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
     qkv = nn.Dense(3 * c.width, use_bias=False, dtype=self.dtype, kernel_init=_dense_init, name="qkv")(x)
     qkv = (qkv + qkv_bias).reshape(*x.shape[:-1], 3, c.num_heads, c.head_dim)
-    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * c.head_dim**-0.5, k)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    weights = nn.Dropout(c.attention_dropout_rate)(weights, deterministic=self.deterministic)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
-    return nn.Dense(c.width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(out)
+    q, k, v = qkv[..., 0, :, :] * c.head_dim**-0.5, qkv[..., 1, :, :], qkv[..., 2, :, :]
+
+    implementation = self.implementation or ("per_head" if jax.default_backend() == "cpu" else "fused")
+    if c.attention_dropout_rate and not self.deterministic:
+      implementation = "einsum"
+    if implementation == "per_head":
+      out = attention_per_head(q, k, v)
+    elif implementation == "fused":
+      out = jax.nn.dot_product_attention(q, k, v, scale=1.0)
+    elif implementation == "einsum":
+      weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32), axis=-1)
+      weights = nn.Dropout(c.attention_dropout_rate)(weights.astype(self.dtype), deterministic=self.deterministic)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    else:
+      raise ValueError(f"unknown attention implementation {implementation!r}; use per_head, fused or einsum")
+    return nn.Dense(c.width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(out.reshape(x.shape))
 
 
 class Mlp(nn.Module):
@@ -108,13 +135,14 @@ class Block(nn.Module):
   config: ModelConfig
   deterministic: bool = True
   dtype: Dtype = jnp.float32
+  attention: str | None = None
 
   @nn.compact
   def __call__(self, x, drop_path_rate):
     c = self.config
     norm = functools.partial(nn.LayerNorm, epsilon=c.norm_eps, dtype=self.dtype)
     branches = (
-        ("norm1", lambda y: Attention(c, self.deterministic, self.dtype, name="attn")(y), "gamma_1"),
+        ("norm1", lambda y: Attention(c, self.deterministic, self.dtype, self.attention, name="attn")(y), "gamma_1"),
         ("norm2", lambda y: Mlp(c, self.dtype, name="mlp")(y), "gamma_2"),
     )
     for norm_name, branch, gamma_name in branches:
@@ -126,10 +154,15 @@ class Block(nn.Module):
 
 
 class VideoMAE(nn.Module):
-  """VideoMAE encoder + head. Clips are (batch, frames, height, width, channels)."""
+  """VideoMAE encoder + head. Clips are (batch, frames, height, width, channels).
+
+  `dtype` is the compute dtype (params keep theirs); `attention` picks the attention implementation
+  (see `Attention`; None chooses by backend). Neither changes the parameters.
+  """
 
   config: ModelConfig
   dtype: Dtype = jnp.float32
+  attention: str | None = None
 
   @nn.compact
   def __call__(self, clips, train: bool = False):
@@ -149,7 +182,7 @@ class VideoMAE(nn.Module):
         length=c.depth,
     )
     drop_path_rates = jnp.linspace(0.0, c.drop_path_rate, c.depth)
-    x, _ = blocks(c, deterministic=not train, dtype=self.dtype, name="blocks")(x, drop_path_rates)
+    x, _ = blocks(c, deterministic=not train, dtype=self.dtype, attention=self.attention, name="blocks")(x, drop_path_rates)
 
     if c.use_mean_pooling:
       x = nn.LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="fc_norm")(x.mean(axis=1))

@@ -28,12 +28,10 @@ def convert(src, out, *, variant: str | None = None, overrides: dict[str, Any] |
   source = read_source(src)
   name = str(source.path)
   layout = detect_layout(source.tensors, name)
-  tensors: dict[str, np.ndarray] = {}
-  for key, value in source.tensors.items():
-    canonical = canonical_key(layout, key)
-    if canonical in tensors:
-      raise ConversionError(f"{name}: keys '{key}' and another both mean '{canonical}'")
-    tensors[canonical] = value
+  canonical = {key: canonical_key(layout, key) for key in source.tensors}
+  if len(set(canonical.values())) < len(canonical):
+    raise ConversionError(f"{name}: several keys name the same weight (e.g. both q_bias and query.bias)")
+  tensors = source.tensors.rename(canonical)
   ignored = dict(source.ignored)
   for key in [k for k in tensors if k.endswith("attention.attention.key.bias")]:
     if np.any(tensors.pop(key)):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import numpy as np
-
 from gardener_jax.models import VARIANTS, ModelConfig
 from tools.convert_torch.errors import ConversionError
 from tools.convert_torch.layouts import HF, ORIGINAL
+from tools.convert_torch.read import LazyTensors
 
 # Original-release model names, e.g. 'vit_base_patch16_224', 'pretrain_videomae_base_patch16_224'.
 _MODEL_NAME = re.compile(r"(small|base|large|huge)_patch(\d+)_(\d+)")
@@ -21,7 +20,7 @@ _SIZE_TO_VARIANT = {"small": "vit_s", "base": "vit_b", "large": "vit_l", "huge":
 _HOW_TO_SUPPLY = "pass --variant (vit_s, vit_b, vit_l, vit_h) or --{flag}"
 
 
-def _from_shapes(tensors: dict[str, np.ndarray], layout: str, source: str) -> dict[str, Any]:
+def _from_shapes(tensors: LazyTensors, layout: str, source: str) -> dict[str, Any]:
   if layout == ORIGINAL:
     patch, block, head = "patch_embed.proj.weight", r"^blocks\.(\d+)\.", "head.weight"
     fc1 = "blocks.0.mlp.fc1.weight"
@@ -31,7 +30,7 @@ def _from_shapes(tensors: dict[str, np.ndarray], layout: str, source: str) -> di
                           r"^videomae\.encoder\.layer\.(\d+)\.", "classifier.weight")
     fc1 = "videomae.encoder.layer.0.intermediate.dense.weight"
     pooling = {"fc_norm.weight": True, "videomae.layernorm.weight": False}
-  width, in_channels, tubelet, patch_h, patch_w = tensors[patch].shape
+  width, in_channels, tubelet, patch_h, patch_w = tensors.shape(patch)
   if patch_h != patch_w:
     raise ConversionError(f"{source}: key '{patch}' has a non-square patch {patch_h}×{patch_w}")
   blocks = {int(m[1]) for k in tensors if (m := re.match(block, k))}
@@ -43,8 +42,8 @@ def _from_shapes(tensors: dict[str, np.ndarray], layout: str, source: str) -> di
                           f"or a final norm); found {'both' if found else 'neither'}")
   return dict(
       width=width, in_channels=in_channels, tubelet_size=tubelet, patch_size=patch_h,
-      depth=max(blocks) + 1, mlp_dim=tensors[fc1].shape[0], use_mean_pooling=found[0],
-      num_classes=tensors[head].shape[0] if head in tensors else 0,
+      depth=max(blocks) + 1, mlp_dim=tensors.shape(fc1)[0], use_mean_pooling=found[0],
+      num_classes=tensors.shape(head)[0] if head in tensors else 0,
       layer_scale=layout == ORIGINAL and "blocks.0.gamma_1" in tensors,
   )
 

@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmark scripts: timing, peak memory of a child process, a table printer."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def median_time(fn, repeats: int = 3) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def rss_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_child(code: str) -> dict:
+  """Runs `code` in a fresh interpreter (so peak memory is its own); it prints one JSON line last."""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+  if out.returncode:
+    raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+  cells = [header] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+  widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+  print(f"\n{title}")
+  for i, row in enumerate(cells):
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    if i == 0:
+      print("|" + "|".join("-" * (w + 2) for w in widths) + "|")

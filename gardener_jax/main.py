@@ -1,0 +1,25 @@
+"""Launches a gardener_jax job from an ml_collections config.
+
+  python -m gardener_jax.main --config configs/demo.py --workdir runs/demo [--config.seed=1]
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gardener_jax import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "job config (a configs/*.py file)", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and reports")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)  # per-file chatter
+  pipeline.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,84 @@
+"""The Flax VideoMAE: config, position table, stacked blocks, execution options."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
+
+from gardener_jax import pipeline
+from gardener_jax.models import ModelConfig, VideoMAE, init_params, sinusoid_position_table
+from tests import factories
+
+TINY = ModelConfig(width=32, depth=3, num_heads=4, mlp_dim=64, num_classes=5, num_frames=4, image_size=32)
+
+
+def test_position_table_matches_transformers():
+  for tokens, width in [(1568, 768), (16, 32), (392, 384)]:
+    np.testing.assert_array_equal(sinusoid_position_table(tokens, width), get_sinusoid_encoding_table(tokens, width)[0])
+
+
+def test_config_json_round_trip_and_validation():
+  assert TINY.kept_blocks == (1, 2, 3) and TINY.num_tokens == 8
+  pruned = TINY.replace(depth=2, kept_blocks=(1, 3))
+  assert ModelConfig.from_dict(json.loads(pruned.to_json())) == pruned
+  for bad, message in [(dict(kept_blocks=(1, 2)), "kept_blocks has 2 entries"),
+                       (dict(kept_blocks=(3, 2, 1)), "increasing"),
+                       (dict(num_heads=5), "not a multiple of num_heads"),
+                       (dict(num_frames=5), "num_frames 5")]:
+    with pytest.raises(ValueError, match=message):
+      TINY.replace(**bad)
+  with pytest.raises(ValueError, match="unknown ModelConfig fields \\['heads'\\]"):
+    ModelConfig.from_dict({**TINY.to_dict(), "heads": 3})
+  assert ModelConfig.from_variant("vit_b").num_heads == 12
+
+
+def test_blocks_are_stacked_along_depth():
+  params = init_params(TINY)
+  assert {leaf.shape[0] for leaf in jax.tree.leaves(params["blocks"])} == {3}
+  assert params["blocks"]["attn"]["qkv"]["kernel"].shape == (3, 32, 96)
+  assert params["patch_embed"]["proj"]["kernel"].shape == (2, 16, 16, 3, 32)
+  vit_b = jax.eval_shape(lambda: init_params(ModelConfig.from_variant("vit_b", num_classes=101)))
+  assert sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(vit_b["blocks"])) == 7_087_104  # one block, SPEC §1
+  patch, fc_norm, head = 768 * 3 * 2 * 16 * 16 + 768, 2 * 768, 768 * 101 + 101
+  assert sum(np.prod(x.shape) for x in jax.tree.leaves(vit_b)) == patch + 12 * 7_087_104 + fc_norm + head  # 86.3 M
+
+
+def test_wrong_clip_shape_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"expects \(batch, \*\(4, 32, 32, 3\)\)"):
+    VideoMAE(TINY).apply({"params": init_params(TINY)}, np.zeros((1, 8, 32, 32, 3), np.float32))
+
+
+@pytest.mark.parametrize("layer_scale", [False, True])
+def test_execution_options_compute_the_same_function(layer_scale):
+  config = TINY.replace(layer_scale=layer_scale)
+  params = init_params(config, 1)
+  x = factories.clips()
+  reference = VideoMAE(config, attention="einsum").apply({"params": params}, x)
+  for variant in [VideoMAE(config, attention="per_head"), VideoMAE(config, attention="fused"),
+                  VideoMAE(config.replace(remat=True))]:
+    np.testing.assert_allclose(variant.apply({"params": params}, x), reference, atol=1e-5, rtol=0)
+  train = VideoMAE(config).apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(0)})
+  np.testing.assert_allclose(train, reference, atol=1e-5, rtol=0)  # no dropout configured: same function
+
+
+def test_drop_path_and_dropout_act_only_in_training():
+  config = TINY.replace(drop_path_rate=0.5, dropout_rate=0.5, attention_dropout_rate=0.2)
+  params, x = init_params(config), factories.clips()
+  model = VideoMAE(config)
+  evaluation = model.apply({"params": params}, x)
+  np.testing.assert_allclose(evaluation, VideoMAE(TINY).apply({"params": params}, x), atol=1e-6)
+  one = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(0)})
+  two = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})
+  assert not np.allclose(one, evaluation) and not np.allclose(one, two)
+
+
+def test_embedded_default_job(tmp_path):
+  from configs import demo
+
+  config = demo.get_config()
+  config.model.depth, config.model.width, config.model.mlp_dim = 2, 32, 64
+  report = pipeline.run(config, tmp_path)["convert"]
+  assert report["parity_ok"] and report["round_trip_bit_identical"] and report["num_tensors"] == 36
+  assert report["parity_max_abs_logit_difference"] < 1e-5
