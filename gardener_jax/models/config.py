@@ -78,6 +78,9 @@ class ModelConfig:
     return self.width // self.num_heads
 
   def replace(self, **changes) -> ModelConfig:
+    """A changed copy; a new depth without new kept_blocks means a fresh (unpruned) model of that depth."""
+    if "depth" in changes and "kept_blocks" not in changes:
+      changes["kept_blocks"] = None
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:

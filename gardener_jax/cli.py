@@ -1,0 +1,112 @@
+"""The `gardener` command line (also `python -m gardener_jax`).
+
+  gardener rank CKPT [--criterion C] [--discretize D] [--json FILE] [--plot FILE.png]
+  gardener prune CKPT (--criterion C (--ratio R | --remove K) | --blocks 10,11,12) --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from gardener_jax import criteria, prune, report
+from gardener_jax.checkpoint import atomic_directory, load_tree, read_config, write_checkpoint
+
+
+def _add_scoring_flags(parser):
+  parser.add_argument("checkpoint", help="gardener_jax checkpoint directory")
+  parser.add_argument("--criterion", choices=list(criteria.CRITERIA), default=None,
+                      help="block-importance criterion (default entropy)")
+  parser.add_argument("--discretize", default="exact",
+                      help="value grid for entropy criteria: exact, float16, bfloat16 or hist:K (default exact)")
+  parser.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+  parser.add_argument("--oracle", help="per-block accuracy JSON for the oracle criterion")
+
+
+def _rank(args, params, config):
+  return criteria.rank(params, config, args.criterion or "entropy", args.discretize, args.seed, args.oracle)
+
+
+def cmd_rank(args) -> int:
+  config, tree = read_config(args.checkpoint), load_tree(args.checkpoint)
+  ranking = _rank(args, tree["params"], config)
+  print(report.describe(ranking))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(ranking.to_dict(), indent=2) + "\n")
+  if args.plot:
+    report.plot_scores(ranking, args.plot)
+  return 0
+
+
+def cmd_prune(args) -> int:
+  config, tree = read_config(args.checkpoint), load_tree(args.checkpoint)
+  params, ranking = tree["params"], None
+  if args.blocks:
+    if args.criterion or args.ratio is not None or args.remove is not None:
+      raise ValueError("--blocks names the blocks itself; drop --criterion, --ratio and --remove")
+    try:
+      remove = [int(b) for b in args.blocks.split(",")]
+    except ValueError:
+      raise ValueError(f"--blocks {args.blocks!r}: expected comma-separated 1-based block ids, e.g. 10,11,12") from None
+    chosen_by = f"explicit list {args.blocks}"
+  else:
+    if (args.ratio is None) == (args.remove is None):
+      raise ValueError("give exactly one of --ratio R or --remove K (or --blocks)")
+    k = prune.num_to_remove(args.ratio, config.depth) if args.ratio is not None else args.remove
+    if not 1 <= k <= config.depth - 1:
+      raise ValueError(f"--remove {k}: remove between 1 and {config.depth - 1} of the {config.depth} blocks")
+    ranking = _rank(args, params, config)
+    remove = ranking.removal_order[:k]
+    chosen_by = (f"criterion {ranking.criterion} ({ranking.discretization}), k = {k}"
+                 + (f" (ratio {args.ratio})" if args.ratio is not None else ""))
+  pruned, pruned_config = prune.prune(params, config, remove)
+
+  result = {"source": str(args.checkpoint), "chosen_by": chosen_by, "removed_blocks": sorted(remove),
+            "removal_order": remove, "kept_blocks": list(pruned_config.kept_blocks),
+            "before": prune.cost(params, config), "after": prune.cost(pruned, pruned_config),
+            "ranking": ranking.to_dict() if ranking else None}
+  with atomic_directory(args.out, args.overwrite) as tmp:
+    write_checkpoint(tmp, pruned, pruned_config, tree.get("carried"))
+    (tmp / "prune_report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (tmp / "prune_report.md").write_text(report.prune_markdown(result, ranking))
+    if ranking is not None:
+      report.plot_scores(ranking, tmp / "scores.png", removed=set(remove))
+  print(f"removed blocks {sorted(remove)} ({chosen_by}); kept {list(pruned_config.kept_blocks)}; "
+        f"params {result['before']['params']:,} → {result['after']['params']:,}, GFLOPs "
+        f"{result['before']['gflops']:.4g} → {result['after']['gflops']:.4g}; wrote {args.out}")
+  if ranking is not None and (warning := report.distinct_warning(ranking)):
+    print(f"warning: {warning}", file=sys.stderr)
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="gardener", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest="command", required=True)
+  rank = commands.add_parser("rank", help="score every block and print the removal order")
+  _add_scoring_flags(rank)
+  rank.add_argument("--json", help="write the ranking as JSON")
+  rank.add_argument("--plot", help="write a bar plot of the scores (PNG)")
+  rank.set_defaults(run=cmd_rank)
+
+  prune_cmd = commands.add_parser("prune", help="remove blocks and write the smaller checkpoint")
+  _add_scoring_flags(prune_cmd)
+  prune_cmd.add_argument("--ratio", type=float, help="fraction of the blocks to remove (k = round(ratio · depth))")
+  prune_cmd.add_argument("--remove", type=int, help="number of blocks to remove")
+  prune_cmd.add_argument("--blocks", help="explicit comma-separated 1-based block ids to remove, e.g. 10,11,12")
+  prune_cmd.add_argument("--out", required=True, help="output checkpoint directory")
+  prune_cmd.add_argument("--overwrite", action="store_true")
+  prune_cmd.set_defaults(run=cmd_prune)
+
+  args = parser.parse_args(argv)
+  try:
+    return args.run(args)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

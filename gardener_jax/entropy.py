@@ -1,0 +1,189 @@
+"""Weight-number entropy of transformer blocks (SPEC §2), jit-compiled and mapped over depth.
+
+A block's weights are its four matrices (qkv, attention proj, fc1, fc2) taken together; biases,
+norms and layer scale are left out. The entropy counts how often each value occurs:
+
+    H = −Σ_v p(v) ln p(v),   p(v) = n(v) / N
+
+The value grid is a choice (`Discretization`): the distinct stored values (the authors'), the
+float16 or bfloat16 grid, or K equal-width bins over the block's [min, max]. Two engines compute
+the counts:
+- bounded codes: every value maps to one of K integer codes and the counts are a histogram
+  (one scatter-add per block: no sort). Used for float16/bfloat16/hist, and for `exact` whenever
+  the low 13 mantissa bits of every weight are zero (all float16- and bfloat16-grid checkpoints),
+  where the 19 remaining bits are a lossless code;
+- sorting: `exact` on arbitrary float32 values sorts each block's bit patterns and counts runs.
+Values compare as numbers: −0.0 and +0.0 are one value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BLOCK_MATRICES = (("attn", "qkv", "kernel"), ("attn", "proj", "kernel"), ("mlp", "fc1", "kernel"),
+                  ("mlp", "fc2", "kernel"))
+_LOSSLESS_SHIFT = 13  # float32 → float16 drops 13 mantissa bits; values on a 16-bit grid have them all zero.
+NEARLY_ALL_DISTINCT = 0.99  # a larger share of distinct values: H ≈ ln N for every block, the ranking is noise
+
+
+@dataclasses.dataclass(frozen=True)
+class Discretization:
+  kind: str  # 'exact' | 'float16' | 'bfloat16' | 'hist'
+  bins: int = 0  # for 'hist'
+
+  @classmethod
+  def parse(cls, text: str) -> Discretization:
+    if text in ("exact", "float16", "bfloat16"):
+      return cls(text)
+    if text.startswith("hist:"):
+      try:
+        bins = int(text.removeprefix("hist:"))
+      except ValueError:
+        bins = 0
+      if bins >= 2:
+        return cls("hist", bins)
+    raise ValueError(f"--discretize {text!r}: expected exact, float16, bfloat16 or hist:K with K ≥ 2")
+
+  def __str__(self) -> str:
+    return f"hist:{self.bins}" if self.kind == "hist" else self.kind
+
+
+def block_weights(params) -> list[jax.Array]:
+  """The four scored matrices of every block, each (depth, -1), in SPEC order (qkv, proj, fc1, fc2)."""
+  blocks = params["blocks"]
+  return [jnp.asarray(functools.reduce(lambda tree, key: tree[key], path, blocks)).reshape(
+      blocks["attn"]["qkv"]["kernel"].shape[0], -1) for path in BLOCK_MATRICES]
+
+
+def _as_float32(x):
+  x = x.astype(jnp.float32)  # float16 / bfloat16 checkpoints widen exactly
+  return jnp.where(x == 0, jnp.zeros_like(x), x)  # one zero
+
+
+def _codes(x, discretization: Discretization, lo=None, hi=None):
+  """Integer codes in [0, num_codes) that identify a value's interval."""
+  if discretization.kind == "exact":
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return jax.lax.shift_right_logical(bits, jnp.uint32(_LOSSLESS_SHIFT)).astype(jnp.int32)
+  if discretization.kind in ("float16", "bfloat16"):
+    bits = jax.lax.bitcast_convert_type(x.astype(discretization.kind), jnp.uint16).astype(jnp.int32)
+    return jnp.where(bits == 0x8000, 0, bits)  # −0 rounds to its own pattern: fold it onto +0
+  scaled = (x - lo) / jnp.where(hi > lo, hi - lo, 1.0) * discretization.bins
+  return jnp.clip(jnp.floor(scaled), 0, discretization.bins - 1).astype(jnp.int32)
+
+
+def _num_codes(discretization: Discretization) -> int:
+  return {"exact": 1 << (32 - _LOSSLESS_SHIFT), "float16": 1 << 16, "bfloat16": 1 << 16}.get(
+      discretization.kind, discretization.bins)
+
+
+def entropy_of_counts(counts: np.ndarray) -> np.ndarray:
+  """−Σ p ln p along the last axis, in float64 on the host: counts are exact, so H is exact to ~1e-15
+  (the mutual-information criterion subtracts entropies and would lose float32's digits)."""
+  counts = np.asarray(counts, np.float64)
+  total = counts.sum(axis=-1, keepdims=True)
+  return np.log(total[..., 0]) - np.sum(counts * np.log(np.where(counts > 0, counts, 1.0)), axis=-1) / total[..., 0]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def block_histograms(matrices: list[jax.Array], discretization: Discretization) -> jax.Array:
+  """(depth, num_codes) int32 value counts per block, one histogram per block (lax.map over depth)."""
+  num_codes = _num_codes(discretization)
+
+  def one_block(block_matrices):
+    block_matrices = [_as_float32(m) for m in block_matrices]
+    lo = hi = None
+    if discretization.kind == "hist":
+      lo = jnp.min(jnp.stack([m.min() for m in block_matrices]))
+      hi = jnp.max(jnp.stack([m.max() for m in block_matrices]))
+    counts = jnp.zeros(num_codes, jnp.int32)
+    for m in block_matrices:  # the union's counts are the sum of each matrix's: no concatenation
+      counts = counts.at[_codes(m, discretization, lo, hi)].add(1)
+    return counts
+
+  return jax.lax.map(one_block, matrices)
+
+
+@jax.jit
+def _lossless_codes_fit(matrices: list[jax.Array]) -> jax.Array:
+  low_bits = jnp.uint32((1 << _LOSSLESS_SHIFT) - 1)
+  return jnp.all(jnp.stack([jnp.all(jax.lax.bitcast_convert_type(_as_float32(m), jnp.uint32) & low_bits == 0)
+                            for m in matrices]))
+
+
+def _sorted_run_counts(values):
+  """Counts of each distinct value of a 1-D float32 array, as an array as long as the input (zeros padded)."""
+  bits = jnp.sort(jax.lax.bitcast_convert_type(_as_float32(values), jnp.int32))
+  starts = jnp.concatenate([jnp.ones(1, bool), bits[1:] != bits[:-1]])
+  run_ids = jnp.cumsum(starts) - 1
+  return jax.ops.segment_sum(jnp.ones_like(run_ids), run_ids, num_segments=values.size, indices_are_sorted=True)
+
+
+def _sum_c_log_c(counts):
+  # Only repeated values contribute (1 · ln 1 = 0), so in a float32 checkpoint the sum is small and exact enough.
+  c = counts.astype(jnp.float32)
+  return jnp.sum(jnp.where(counts > 1, c * jnp.log(jnp.maximum(c, 1.0)), 0.0))
+
+
+@jax.jit
+def _sorted_entropy_terms(matrices: list[jax.Array]):
+  """Per block: Σ c ln c over its distinct values, and how many there are. H = ln N − Σ c ln c / N."""
+  def one_block(block_matrices):
+    counts = _sorted_run_counts(jnp.concatenate(block_matrices))
+    return _sum_c_log_c(counts), jnp.sum(counts > 0)
+
+  return jax.lax.map(one_block, matrices)
+
+
+@jax.jit
+def _sorted_union_terms(matrices: list[jax.Array], j, k):
+  return _sum_c_log_c(_sorted_run_counts(jnp.concatenate([m[j] for m in matrices] + [m[k] for m in matrices])))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockEntropy:
+  entropy: np.ndarray  # (depth,) nats
+  distinct: np.ndarray  # (depth,) number of non-empty intervals
+  num_weights: int  # N per block
+  engine: str  # 'histogram' or 'sort'
+  histograms: np.ndarray | None  # (depth, num_codes) when the engine is 'histogram'
+
+  @property
+  def efficiency(self) -> np.ndarray:
+    return self.entropy / np.log(self.num_weights)
+
+  def nearly_all_distinct(self) -> bool:
+    return bool(np.all(self.distinct >= NEARLY_ALL_DISTINCT * self.num_weights))
+
+
+def block_entropy(params, discretization: Discretization | str = "exact") -> BlockEntropy:
+  if isinstance(discretization, str):
+    discretization = Discretization.parse(discretization)
+  matrices = block_weights(params)
+  num_weights = sum(m.shape[1] for m in matrices)
+  if discretization.kind != "exact" or bool(_lossless_codes_fit(matrices)):
+    histograms = np.asarray(block_histograms(matrices, discretization))
+    return BlockEntropy(entropy_of_counts(histograms), (histograms > 0).sum(axis=1), num_weights, "histogram",
+                        histograms)
+  sum_c_log_c, distinct = _sorted_entropy_terms(matrices)
+  entropy = np.log(num_weights) - np.asarray(sum_c_log_c, np.float64) / num_weights
+  return BlockEntropy(entropy, np.asarray(distinct), num_weights, "sort", None)
+
+
+def union_entropy_matrix(params, stats: BlockEntropy, discretization: Discretization | str = "exact") -> np.ndarray:
+  """H(j ∪ k): the number entropy of blocks j and k's weights taken together, (depth, depth)."""
+  depth, total = len(stats.entropy), 2 * stats.num_weights
+  if stats.histograms is not None:
+    counts = stats.histograms.astype(np.int64)
+    return np.stack([entropy_of_counts(counts[j] + counts) for j in range(depth)])
+  matrices = block_weights(params)
+  union = np.diag(stats.entropy).astype(np.float64)  # a block with itself: its own entropy
+  for j in range(depth):
+    for k in range(j + 1, depth):
+      union[j, k] = union[k, j] = np.log(total) - float(_sorted_union_terms(matrices, j, k)) / total
+  return union

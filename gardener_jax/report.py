@@ -1,0 +1,91 @@
+"""Human-readable output of rankings and prunings: tables, JSON, bar plots."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from gardener_jax.criteria import CRITERIA, Ranking
+from gardener_jax.entropy import NEARLY_ALL_DISTINCT
+
+
+def ranking_rows(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
+  position = {block: i + 1 for i, block in enumerate(ranking.removal_order)}
+  header = ["block", ranking.criterion, "removal rank"]
+  if ranking.entropy is not None:
+    header += ["distinct values", "H / ln N"]
+  rows = []
+  for i, block in enumerate(ranking.block_ids):
+    row = [str(block), f"{ranking.scores[i]:.6g}", str(position[block])]
+    if ranking.entropy is not None:
+      row += [f"{int(ranking.entropy.distinct[i]):,}", f"{ranking.entropy.efficiency[i]:.6f}"]
+    rows.append(row)
+  return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def distinct_warning(ranking: Ranking) -> str | None:
+  """Names the remedy when exact entropy cannot rank the blocks (a float32 checkpoint)."""
+  stats = ranking.entropy
+  if stats is None or not stats.nearly_all_distinct():
+    return None
+  gap = float(np.max(np.log(stats.num_weights) - stats.entropy))
+  return (f"in every block at least {NEARLY_ALL_DISTINCT:.0%} of the {stats.num_weights:,} weights are distinct "
+          f"({ranking.discretization} values, as in a float32 checkpoint): each H is within {gap:.2g} nats of "
+          f"ln N = {np.log(stats.num_weights):.4f} and the ranking is noise. "
+          "Use --discretize float16, bfloat16 or hist:K (e.g. hist:4096).")
+
+
+def describe(ranking: Ranking) -> str:
+  header, rows = ranking_rows(ranking)
+  text = [f"criterion {ranking.criterion} ({CRITERIA[ranking.criterion].description}); "
+          f"discretize {ranking.discretization}; the {CRITERIA[ranking.criterion].remove} score is removed first",
+          markdown_table(header, rows), f"removal order: {', '.join(map(str, ranking.removal_order))}"]
+  if warning := distinct_warning(ranking):
+    text.append(f"warning: {warning}")
+  return "\n\n".join(text)
+
+
+def plot_scores(ranking: Ranking, path, removed=()) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(ranking.block_ids)), 3.5), layout="constrained")
+  colors = ["tab:red" if b in removed else "tab:blue" for b in ranking.block_ids]
+  scores = np.asarray(ranking.scores)
+  ax.bar([str(b) for b in ranking.block_ids], scores, color=colors)
+  span = scores.max() - scores.min()
+  if span > 0 and scores.min() > 0 and span < 0.2 * scores.max():  # zoom in on close scores
+    ax.set_ylim(scores.min() - 0.1 * span, scores.max() + 0.1 * span)
+  ax.set_xlabel("block (original id)")
+  ax.set_ylabel(ranking.criterion)
+  title = f"{ranking.criterion} ({ranking.discretization}), {CRITERIA[ranking.criterion].remove} removed first"
+  if removed:
+    title += f"; removed (red): {', '.join(map(str, sorted(removed)))}"
+  ax.set_title(title, fontsize=9)
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def prune_markdown(report: dict, ranking: Ranking | None) -> str:
+  before, after = report["before"], report["after"]
+  lines = [f"# Pruning report: {report['source']}", "",
+           f"- chosen by: {report['chosen_by']}",
+           f"- removed blocks: {', '.join(map(str, report['removed_blocks']))}",
+           f"- kept blocks: {', '.join(map(str, report['kept_blocks']))}", "",
+           "| | depth | parameters | GFLOPs (multiply-adds per clip) |", "|---|---|---|---|",
+           f"| before | {before['depth']} | {before['params']:,} | {before['gflops']:.4g} |",
+           f"| after | {after['depth']} | {after['params']:,} | {after['gflops']:.4g} |",
+           f"| after / before | {after['depth'] / before['depth']:.3f} | {after['params'] / before['params']:.3f} | "
+           f"{after['gflops'] / before['gflops']:.3f} |"]
+  if ranking is not None:
+    lines += ["", "## Scores", "", describe(ranking), "", "![scores](scores.png)"]
+  return "\n".join(lines) + "\n"
