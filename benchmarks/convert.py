@@ -43,7 +43,9 @@ def main():
   parser.add_argument("--variant", default="vit_b", choices=sorted(VARIANTS))
   parser.add_argument("--num_classes", type=int, default=400)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=1)
   args = parser.parse_args()
+  torch_device = "cuda" if torch.cuda.is_available() else "cpu"
   size = VARIANTS[args.variant]
   root = str(pathlib.Path(__file__).resolve().parents[1])
   torch.manual_seed(0)
@@ -59,8 +61,9 @@ def main():
     conversion = run_child(CONVERT_CHILD.format(root=root, src=src, out=out))
     _, params, config = load_checkpoint(out)
 
-  clips = np.random.default_rng(0).standard_normal((1, 16, 224, 224, 3), np.float32)
-  torch_clips = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).contiguous()
+  clips = np.random.default_rng(0).standard_normal((args.batch, 16, 224, 224, 3), np.float32)
+  torch_clips = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).contiguous().to(torch_device)
+  torch_model.to(torch_device)
   def flax_forward(attention):
     apply = jax.jit(lambda p, x: VideoMAE(config, attention=attention).apply({"params": p}, x, train=False))
     return lambda: apply(params, clips).block_until_ready()
@@ -68,7 +71,8 @@ def main():
   def torch_forward(model):
     def run():
       with torch.no_grad():
-        return model(torch_clips).logits.numpy()
+        logits = model(torch_clips).logits.cpu().numpy()  # .cpu() waits for the GPU
+      return logits
     return run
 
   torch_eager = copy.deepcopy(torch_model)
@@ -78,7 +82,7 @@ def main():
   flax_logits, torch_logits = np.asarray(flax_default()), torch_forward(torch_model)()
   runs = {"PyTorch (transformers, sdpa)": torch_forward(torch_model),
           "PyTorch (transformers, eager attention)": torch_forward(torch_eager),
-          "Flax (jit, per-head attention: default on CPU)": flax_default,
+          f"Flax (jit, default attention: {'per_head' if jax.default_backend() == 'cpu' else 'fused'})": flax_default,
           "Flax (jit, one batched einsum attention)": flax_forward("einsum")}
   for run in runs.values():
     run()  # warm-up and compile
@@ -89,8 +93,8 @@ def main():
               "gardener_jax checkpoint", ["checkpoint MB", "wall s", "peak MB (over baseline)", "peak / size"],
               [[file_bytes / 2**20, conversion["seconds"], conversion["peak_bytes"] / 2**20,
                 conversion["peak_bytes"] / file_bytes]])
-  print_table(f"Forward, batch 1, 16×224², fp32, {jax.devices()[0].device_kind}, torch threads "
-              f"{torch.get_num_threads()}, median of {args.repeats}", ["", "seconds", "ratio to PyTorch sdpa"],
+  print_table(f"Forward, batch {args.batch}, 16×224², fp32, JAX on {jax.devices()[0].device_kind}, PyTorch on "
+              f"{torch_device} ({torch.get_num_threads()} threads), median of {args.repeats}", ["", "seconds", "ratio to PyTorch sdpa"],
               [[name, t, t / reference] for name, t in seconds.items()]
               + [["Flax first call (trace + compile + run)", compile_seconds, ""]])
   print(f"\nmax |logits Flax − PyTorch| = {np.abs(flax_logits - torch_logits).max():.2e} "

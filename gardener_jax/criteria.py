@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gardener_jax.entropy import BlockEntropy, Discretization, block_entropy, block_weights, union_entropy_matrix
+from gardener_jax.entropy import (BlockEntropy, Discretization, block_entropy, scored_blocks, scored_matrices,
+                                  union_entropy_matrix)
 from gardener_jax.models import ModelConfig
 
 LOWEST, HIGHEST = "lowest", "highest"
@@ -61,9 +62,10 @@ def criterion(name: str, remove: str, description: str):
 def _per_block(statistic):
   """Applies `statistic(w)` (w: one block's four matrices flattened together, float32) to every block."""
   @jax.jit
-  def run(matrices):
-    return jax.lax.map(lambda rows: statistic(jnp.concatenate([r.astype(jnp.float32) for r in rows])), matrices)
-  return lambda inputs: np.asarray(run(block_weights(inputs.params)), np.float64)
+  def run(blocks):
+    return jax.lax.map(lambda rows: statistic(jnp.concatenate([r.astype(jnp.float32) for r in rows])),
+                       scored_matrices(blocks))
+  return lambda inputs: np.asarray(run(scored_blocks(inputs.params)), np.float64)
 
 
 def _value_entropy(w):

@@ -53,11 +53,19 @@ class Discretization:
     return f"hist:{self.bins}" if self.kind == "hist" else self.kind
 
 
-def block_weights(params) -> list[jax.Array]:
-  """The four scored matrices of every block, each (depth, -1), in SPEC order (qkv, proj, fc1, fc2)."""
+def scored_matrices(blocks) -> list[jax.Array]:
+  """The four scored matrices of every block, each (depth, -1), in SPEC order (qkv, proj, fc1, fc2).
+
+  `blocks` is `params["blocks"]`; call this inside jit, where the reshapes cost nothing.
+  """
+  leaves = [functools.reduce(lambda tree, key: tree[key], path, blocks) for path in BLOCK_MATRICES]
+  return [jnp.reshape(leaf, (leaf.shape[0], -1)) for leaf in leaves]
+
+
+def scored_blocks(params) -> dict:
+  """The part of the params tree the scores read (what to pass to the jitted scoring functions)."""
   blocks = params["blocks"]
-  return [jnp.asarray(functools.reduce(lambda tree, key: tree[key], path, blocks)).reshape(
-      blocks["attn"]["qkv"]["kernel"].shape[0], -1) for path in BLOCK_MATRICES]
+  return {"attn": {"qkv": blocks["attn"]["qkv"], "proj": blocks["attn"]["proj"]}, "mlp": blocks["mlp"]}
 
 
 def _as_float32(x):
@@ -85,15 +93,20 @@ def _num_codes(discretization: Discretization) -> int:
 def entropy_of_counts(counts: np.ndarray) -> np.ndarray:
   """−Σ p ln p along the last axis, in float64 on the host: counts are exact, so H is exact to ~1e-15
   (the mutual-information criterion subtracts entropies and would lose float32's digits)."""
-  counts = np.asarray(counts, np.float64)
-  total = counts.sum(axis=-1, keepdims=True)
-  return np.log(total[..., 0]) - np.sum(counts * np.log(np.where(counts > 0, counts, 1.0)), axis=-1) / total[..., 0]
+  counts = np.asarray(counts)
+  total = counts.sum(axis=-1).astype(np.float64)
+  rows, _ = np.nonzero(counts > 1)  # only repeated values contribute: 1 · ln 1 = 0
+  repeated = counts[counts > 1].astype(np.float64)
+  sum_c_log_c = np.bincount(rows, repeated * np.log(repeated), minlength=int(np.prod(counts.shape[:-1])))
+  return np.log(total) - sum_c_log_c.reshape(total.shape) / total
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def block_histograms(matrices: list[jax.Array], discretization: Discretization) -> jax.Array:
-  """(depth, num_codes) int32 value counts per block, one histogram per block (lax.map over depth)."""
+def block_histograms(blocks, discretization: Discretization) -> tuple[jax.Array, jax.Array]:
+  """(depth, num_codes) int32 value counts per block, one histogram per block (lax.map over depth),
+  and whether the codes were lossless (for `exact`: every weight had its low 13 bits zero)."""
   num_codes = _num_codes(discretization)
+  matrices = scored_matrices(blocks)
 
   def one_block(block_matrices):
     block_matrices = [_as_float32(m) for m in block_matrices]
@@ -106,14 +119,12 @@ def block_histograms(matrices: list[jax.Array], discretization: Discretization) 
       counts = counts.at[_codes(m, discretization, lo, hi)].add(1)
     return counts
 
-  return jax.lax.map(one_block, matrices)
-
-
-@jax.jit
-def _lossless_codes_fit(matrices: list[jax.Array]) -> jax.Array:
-  low_bits = jnp.uint32((1 << _LOSSLESS_SHIFT) - 1)
-  return jnp.all(jnp.stack([jnp.all(jax.lax.bitcast_convert_type(_as_float32(m), jnp.uint32) & low_bits == 0)
-                            for m in matrices]))
+  lossless = jnp.bool_(True)
+  if discretization.kind == "exact":
+    low_bits = jnp.uint32((1 << _LOSSLESS_SHIFT) - 1)
+    lossless = jnp.all(jnp.stack([jnp.all(jax.lax.bitcast_convert_type(_as_float32(m), jnp.uint32) & low_bits == 0)
+                                  for m in matrices]))
+  return jax.lax.map(one_block, matrices), lossless
 
 
 def _sorted_run_counts(values):
@@ -131,17 +142,18 @@ def _sum_c_log_c(counts):
 
 
 @jax.jit
-def _sorted_entropy_terms(matrices: list[jax.Array]):
+def _sorted_entropy_terms(blocks):
   """Per block: Σ c ln c over its distinct values, and how many there are. H = ln N − Σ c ln c / N."""
   def one_block(block_matrices):
     counts = _sorted_run_counts(jnp.concatenate(block_matrices))
     return _sum_c_log_c(counts), jnp.sum(counts > 0)
 
-  return jax.lax.map(one_block, matrices)
+  return jax.lax.map(one_block, scored_matrices(blocks))
 
 
 @jax.jit
-def _sorted_union_terms(matrices: list[jax.Array], j, k):
+def _sorted_union_terms(blocks, j, k):
+  matrices = scored_matrices(blocks)
   return _sum_c_log_c(_sorted_run_counts(jnp.concatenate([m[j] for m in matrices] + [m[k] for m in matrices])))
 
 
@@ -164,13 +176,14 @@ class BlockEntropy:
 def block_entropy(params, discretization: Discretization | str = "exact") -> BlockEntropy:
   if isinstance(discretization, str):
     discretization = Discretization.parse(discretization)
-  matrices = block_weights(params)
-  num_weights = sum(m.shape[1] for m in matrices)
-  if discretization.kind != "exact" or bool(_lossless_codes_fit(matrices)):
-    histograms = np.asarray(block_histograms(matrices, discretization))
+  blocks = scored_blocks(params)
+  num_weights = sum(int(np.prod(np.shape(leaf)[1:])) for leaf in jax.tree.leaves(blocks) if np.ndim(leaf) == 3)
+  histograms, lossless = block_histograms(blocks, discretization)
+  if bool(lossless):  # any discretisation but `exact` on arbitrary float32 values
+    histograms = np.asarray(histograms)
     return BlockEntropy(entropy_of_counts(histograms), (histograms > 0).sum(axis=1), num_weights, "histogram",
                         histograms)
-  sum_c_log_c, distinct = _sorted_entropy_terms(matrices)
+  sum_c_log_c, distinct = _sorted_entropy_terms(blocks)
   entropy = np.log(num_weights) - np.asarray(sum_c_log_c, np.float64) / num_weights
   return BlockEntropy(entropy, np.asarray(distinct), num_weights, "sort", None)
 
@@ -181,9 +194,9 @@ def union_entropy_matrix(params, stats: BlockEntropy, discretization: Discretiza
   if stats.histograms is not None:
     counts = stats.histograms.astype(np.int64)
     return np.stack([entropy_of_counts(counts[j] + counts) for j in range(depth)])
-  matrices = block_weights(params)
+  blocks = scored_blocks(params)
   union = np.diag(stats.entropy).astype(np.float64)  # a block with itself: its own entropy
   for j in range(depth):
     for k in range(j + 1, depth):
-      union[j, k] = union[k, j] = np.log(total) - float(_sorted_union_terms(matrices, j, k)) / total
+      union[j, k] = union[k, j] = np.log(total) - float(_sorted_union_terms(blocks, j, k)) / total
   return union
