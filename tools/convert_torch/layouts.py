@@ -233,7 +233,8 @@ def torch_to_flax(tensors: LazyTensors, layout: str, config: ModelConfig, *, sou
                                 f"is {leaf.dtype}; expected one dtype per parameter")
         _check_finite(array, key, source)
         _write_flax(rule.kind, array, leaf[slot] if rule.per_block else leaf, part)
-    flat[rule.flax] = jax.device_put(leaf)  # orbax writes jax arrays without another copy of the tree
+    # Host jax arrays: orbax writes them without another copy of the tree; conversion never needs an accelerator.
+    flat[rule.flax] = jax.device_put(leaf, jax.devices("cpu")[0])
     mapped.append((rule.flax, [t.format(i="N") if rule.per_block else t for t in rule.torch]))
   return nest(flat), mapped
 
