@@ -2,6 +2,8 @@
 
   gardener rank CKPT [--criterion C] [--discretize D] [--json FILE] [--plot FILE.png]
   gardener prune CKPT (--criterion C (--ratio R | --remove K) | --blocks 10,11,12) --out DIR
+  gardener data build NAME --data_dir DIR [--manual_dir M] [--config C]
+  gardener data inspect NAME --data_dir DIR [--config C] [--sheet FILE.png]
 """
 
 from __future__ import annotations
@@ -81,6 +83,46 @@ def cmd_prune(args) -> int:
   return 0
 
 
+def cmd_data_build(args) -> int:
+  from gardener_jax.data import builders
+
+  builder = builders.build(args.name, args.data_dir, args.config, args.manual_dir)
+  splits = ", ".join(f"{name} {split.num_examples:,}" for name, split in builder.info.splits.items())
+  print(f"built {args.name}/{builder.builder_config.name} in {builder.data_dir}: {splits} videos, "
+        f"{builder.info.features['label'].num_classes} classes")
+  return 0
+
+
+def cmd_data_inspect(args) -> int:
+  from gardener_jax.data import inspect
+  from gardener_jax.data.input_pipeline import ClipSpec
+
+  spec = ClipSpec(num_frames=args.num_frames, sampling_rate=args.sampling_rate, image_size=args.image_size)
+  print(inspect.inspect(args.data_dir, args.name, args.config, spec, args.sheet))
+  return 0
+
+
+def _add_data_commands(commands) -> None:
+  from gardener_jax.data.builders import BUILDERS
+
+  data = commands.add_parser("data", help="build and inspect video datasets").add_subparsers(dest="data_command",
+                                                                                            required=True)
+  for verb, run, helptext in (("build", cmd_data_build, "prepare a dataset as array_record files"),
+                              ("inspect", cmd_data_inspect, "print what the model is fed and draw a contact sheet")):
+    parser = data.add_parser(verb, help=helptext)
+    parser.add_argument("name", choices=list(BUILDERS))
+    parser.add_argument("--data_dir", required=True, help="where prepared datasets live")
+    parser.add_argument("--config", help="builder config, e.g. split_1, gardener_70_10, tiny")
+    parser.set_defaults(run=run)
+    if verb == "build":
+      parser.add_argument("--manual_dir", help="the extracted archives and split lists (real datasets)")
+    else:
+      parser.add_argument("--sheet", help="write a PNG contact sheet of sampled clips")
+      parser.add_argument("--num_frames", type=int, default=16)
+      parser.add_argument("--sampling_rate", type=int, default=4)
+      parser.add_argument("--image_size", type=int, default=224)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="gardener", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +141,7 @@ def main(argv=None) -> int:
   prune_cmd.add_argument("--out", required=True, help="output checkpoint directory")
   prune_cmd.add_argument("--overwrite", action="store_true")
   prune_cmd.set_defaults(run=cmd_prune)
+  _add_data_commands(commands)
 
   args = parser.parse_args(argv)
   try:

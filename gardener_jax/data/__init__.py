@@ -1,0 +1,1 @@
+"""Video data: TFDS builders (array_record, no TensorFlow), VideoMAE frame sampling, grain pipelines."""

@@ -1,0 +1,70 @@
+"""Reading and writing videos (PyAV) and the JPEG frames stored in the datasets (simplejpeg)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+
+class VideoError(Exception):
+  """A video that cannot be read or decoded; the message names the file."""
+
+
+def read_video(path) -> tuple[np.ndarray, float]:
+  """All frames of a video file, (T, H, W, 3) uint8 RGB, and its frame rate."""
+  import av
+
+  try:
+    with av.open(str(path)) as container:
+      stream = container.streams.video[0]
+      fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+      frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+  except (av.FFmpegError, IndexError, OSError, ValueError) as e:
+    raise VideoError(f"{path}: cannot decode video ({e})") from None
+  if not frames:
+    raise VideoError(f"{path}: no video frames")
+  return np.stack(frames), fps
+
+
+def write_video(path, frames: np.ndarray, fps: float = 25.0) -> None:
+  """Writes (T, H, W, 3) uint8 frames: MPEG-4 in .mp4 files, Motion-JPEG otherwise (e.g. .avi)."""
+  import av
+
+  path = pathlib.Path(path)
+  codec, pix_fmt = ("mpeg4", "yuv420p") if path.suffix == ".mp4" else ("mjpeg", "yuvj420p")
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream(codec, rate=int(round(fps)))
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = pix_fmt
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+    container.mux(stream.encode())
+
+
+def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+  """Resizes (T, H, W, 3) frames so that min(H, W) == short_side (bilinear), keeping the aspect ratio."""
+  from PIL import Image
+
+  height, width = frames.shape[1:3]
+  if min(height, width) == short_side:
+    return frames
+  scale = short_side / min(height, width)
+  size = (max(1, round(width * scale)), max(1, round(height * scale)))
+  return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+
+
+def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:
+  import simplejpeg
+
+  return [simplejpeg.encode_jpeg(np.ascontiguousarray(f), quality=quality, colorspace="RGB") for f in frames]
+
+
+def decode_jpeg(jpegs, indices) -> np.ndarray:
+  """Decodes only the frames at `indices`: (len(indices), H, W, 3) uint8."""
+  import simplejpeg
+
+  try:
+    return np.stack([simplejpeg.decode_jpeg(jpegs[i], colorspace="RGB") for i in indices])
+  except (ValueError, IndexError) as e:
+    raise VideoError(f"cannot decode stored JPEG frames ({e})") from None

@@ -1,0 +1,142 @@
+"""Video data: builders on tiny videos written with PyAV, VideoMAE sampling, the grain pipelines."""
+
+import numpy as np
+import pytest
+
+from gardener_jax.data import builders, input_pipeline, sampling, synthetic, video_io
+from gardener_jax.data.input_pipeline import ClipSpec
+
+SPEC = ClipSpec(num_frames=4, sampling_rate=2, image_size=32)
+
+
+def test_train_indices_follow_videomae():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    index = sampling.train_indices(100, 8, 4, rng)
+    assert len(index) == 8 and np.all(np.diff(index) >= 4) and index[-1] - index[0] <= 32 and index.max() < 100
+  # shorter than 8 × 4 frames: 10 // 4 points spread over [0, 10] (clipped), then the last frame repeated
+  assert sampling.train_indices(10, 8, 4, rng).tolist() == [0, 9, 9, 9, 9, 9, 9, 9]
+  assert sampling.train_indices(30, 8, 4, rng).tolist() == [0, 5, 10, 15, 20, 25, 29, 29]
+  assert sampling.train_indices(1, 4, 4, rng).tolist() == [0, 0, 0, 0]
+
+
+def test_eval_indices_and_crops():
+  clips = sampling.eval_indices(100, 8, 4, num_clips=3)
+  assert clips.shape == (3, 8) and clips[0, 0] == 0 and clips[-1, -1] == 96 and np.all(np.diff(clips) == 4)
+  assert sampling.eval_indices(100, 8, 4, num_clips=1)[0, 0] == 8 * 4  # centred: 25 strided frames, 17 spare
+  assert sampling.eval_indices(6, 4, 2, num_clips=2).tolist() == [[0, 2, 4, 4], [0, 2, 4, 4]]
+  assert sampling.eval_crop_boxes(32, 48, 32, 3) == [(0, 0, 32, 32), (0, 8, 32, 32), (0, 16, 32, 32)]
+  assert sampling.eval_crop_boxes(48, 32, 32, 1) == [(8, 0, 32, 32)]
+  top, left, h, w = sampling.random_resized_crop_box(40, 60, np.random.default_rng(1))
+  assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 60
+
+
+def test_synthetic_motion_is_deterministic_and_motion_defined():
+  a = synthetic.render("disc_up", 32, 8, seed=(0, 1))
+  assert np.array_equal(a, synthetic.render("disc_up", 32, 8, seed=(0, 1)))
+  b = synthetic.render("disc_down", 32, 8, seed=(0, 1))
+  assert np.array_equal(a[0], b[0]) and not np.array_equal(a[4], b[4])  # same first frame, different motion
+
+
+def _write_tree(root, classes=("jump", "run", "walk"), per_class=3, suffixes=(".mp4", ".avi")):
+  for c, name in enumerate(classes):
+    (root / name).mkdir(parents=True)
+    for i in range(per_class):
+      frames = synthetic.render(synthetic.CLASSES[c], 48, 12 + 4 * i, seed=(c, i))
+      video_io.write_video(root / name / f"v_{name}_{i}{suffixes[i % len(suffixes)]}", frames)
+  return root
+
+
+def test_video_folder_with_split_lists_and_a_corrupt_file(tmp_path):
+  root = _write_tree(tmp_path / "videos")
+  (root / "run" / "broken.mp4").write_bytes(b"not a video")
+  (root / "splits").mkdir()
+  (root / "splits" / "train.txt").write_text("jump/v_jump_0.mp4\njump/v_jump_1.avi\nrun/v_run_0.mp4\nrun/broken.mp4\n")
+  (root / "splits" / "test.txt").write_text("walk/v_walk_2.mp4 2\nrun/v_run_1.avi\n")
+  builders.build("video_folder", tmp_path / "data", manual_dir=root)
+  train, info = input_pipeline.open_split(tmp_path / "data", "video_folder", "train")
+  assert info.features["label"].names == ["jump", "run", "walk"]
+  assert len(train) == 3  # the broken video is skipped
+  by_id = {train[i]["video_id"].decode(): train[i] for i in range(len(train))}
+  assert by_id["jump/v_jump_1.avi"]["num_frames"] == 16 and by_id["run/v_run_0.mp4"]["label"] == 1
+  assert len(by_id["jump/v_jump_1.avi"]["frames"]) == 16
+  test, _ = input_pipeline.open_split(tmp_path / "data", "video_folder", "test")
+  assert sorted(test[i]["video_id"].decode() for i in range(len(test))) == ["run/v_run_1.avi", "walk/v_walk_2.mp4"]
+
+
+def test_ucf101_and_hmdb51_layouts(tmp_path):
+  ucf = tmp_path / "ucf"
+  _write_tree(ucf / "UCF-101", classes=("ApplyEyeMakeup", "Archery"), per_class=2)
+  lists = ucf / "ucfTrainTestlist"
+  lists.mkdir()
+  (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n")
+  (lists / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_0.mp4 1\nArchery/v_Archery_0.mp4 2\n")
+  (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_1.avi\nArchery/v_Archery_1.avi\n")
+  builders.build("ucf101", tmp_path / "data", "split_1", manual_dir=ucf)
+  test, info = input_pipeline.open_split(tmp_path / "data", "ucf101", "test", "split_1")
+  assert info.features["label"].names == ["ApplyEyeMakeup", "Archery"]
+  assert sorted(int(test[i]["label"]) for i in range(len(test))) == [0, 1]
+
+  hmdb = tmp_path / "hmdb"
+  _write_tree(hmdb / "videos", classes=("brush_hair", "cartwheel"), per_class=3, suffixes=(".avi",))
+  (hmdb / "testTrainMulti_7030_splits").mkdir()
+  for name in ("brush_hair", "cartwheel"):
+    (hmdb / "testTrainMulti_7030_splits" / f"{name}_test_split1.txt").write_text(
+        f"v_{name}_0.avi 1 \nv_{name}_1.avi 2 \nv_{name}_2.avi 0 \n")
+  builders.build("hmdb51", tmp_path / "data", "split_1", manual_dir=hmdb)
+  train, info = input_pipeline.open_split(tmp_path / "data", "hmdb51", "train", "split_1")
+  assert info.features["label"].names == ["brush_hair", "cartwheel"] and len(train) == 2
+  assert len(input_pipeline.open_split(tmp_path / "data", "hmdb51", "test", "split_1")[0]) == 2
+
+
+def test_per_class_split_is_fixed_and_disjoint():
+  videos = [f"c{c}/v{i}.avi" for c in range(3) for i in range(12)]
+  train, test = builders.per_class_split(videos, train=7, test=2, seed=0)
+  assert len(train) == 21 and len(test) == 6 and not set(train) & set(test)
+  assert (train, test) == builders.per_class_split(list(reversed(videos)), train=7, test=2, seed=0)
+  with pytest.raises(ValueError, match="class 'c0' has 12 videos; the split needs 70 \\+ 10"):
+    builders.per_class_split(videos, train=70, test=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic_source(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("data")
+  builders.build("synthetic_motion", data_dir, "tiny")
+  return input_pipeline.open_split(data_dir, "synthetic_motion", "train")[0], data_dir
+
+
+def _batches(pipeline, n):
+  iterator = iter(pipeline)
+  return [next(iterator) for _ in range(n)]
+
+
+def test_train_pipeline_is_seeded_and_workers_agree(synthetic_source):
+  source, _ = synthetic_source
+  a = _batches(input_pipeline.train_pipeline(source, SPEC, batch_size=4, seed=1), 5)
+  b = _batches(input_pipeline.train_pipeline(source, SPEC, batch_size=4, seed=1, num_workers=2), 5)
+  c = _batches(input_pipeline.train_pipeline(source, SPEC, batch_size=4, seed=2), 5)
+  assert all(np.array_equal(x["clips"], y["clips"]) and np.array_equal(x["label"], y["label"]) for x, y in zip(a, b))
+  assert not all(np.array_equal(x["clips"], y["clips"]) for x, y in zip(a, c))
+  assert a[0]["clips"].shape == (4, 4, 32, 32, 3) and a[0]["clips"].dtype == np.float32
+  labels = np.concatenate([x["label"] for x in a[:4]])  # 16 videos: an epoch covers every one
+  assert sorted(labels.tolist()) == sorted([i // 4 for i in range(16)])
+
+
+def test_host_shards_are_disjoint_and_cover_the_split(synthetic_source):
+  source, _ = synthetic_source
+  spec = ClipSpec(num_frames=4, sampling_rate=2, image_size=32, num_clips=2, num_crops=3)
+  seen = []
+  for shard in range(3):
+    for batch in input_pipeline.eval_pipeline(source, spec, batch_size=4, shard_index=shard, shard_count=3):
+      assert batch["clips"].shape[1:] == (6, 4, 32, 32, 3)
+      seen += batch["video_index"].tolist()
+  assert sorted(seen) == list(range(len(source)))
+
+
+def test_corrupt_stored_frames_are_counted_and_skipped(synthetic_source):
+  source, _ = synthetic_source
+  examples = [source[i] for i in range(4)]
+  examples[2] = {**examples[2], "frames": [b"garbage"] * len(examples[2]["frames"])}
+  pipeline = input_pipeline.train_pipeline(examples, SPEC, batch_size=3, seed=0, num_epochs=1)
+  batches = list(pipeline)
+  assert len(batches) == 1 and pipeline.skipped.count == 1
