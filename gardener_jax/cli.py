@@ -14,7 +14,7 @@ import pathlib
 import sys
 
 from gardener_jax import criteria, prune, report
-from gardener_jax.checkpoint import atomic_directory, load_tree, read_config, write_checkpoint
+from gardener_jax.checkpoint import load_tree, read_config
 
 
 def _add_scoring_flags(parser):
@@ -43,39 +43,16 @@ def cmd_rank(args) -> int:
 
 
 def cmd_prune(args) -> int:
-  config, tree = read_config(args.checkpoint), load_tree(args.checkpoint)
-  params, ranking = tree["params"], None
+  blocks = None
   if args.blocks:
-    if args.criterion or args.ratio is not None or args.remove is not None:
-      raise ValueError("--blocks names the blocks itself; drop --criterion, --ratio and --remove")
     try:
-      remove = [int(b) for b in args.blocks.split(",")]
+      blocks = [int(b) for b in args.blocks.split(",")]
     except ValueError:
       raise ValueError(f"--blocks {args.blocks!r}: expected comma-separated 1-based block ids, e.g. 10,11,12") from None
-    chosen_by = f"explicit list {args.blocks}"
-  else:
-    if (args.ratio is None) == (args.remove is None):
-      raise ValueError("give exactly one of --ratio R or --remove K (or --blocks)")
-    k = prune.num_to_remove(args.ratio, config.depth) if args.ratio is not None else args.remove
-    if not 1 <= k <= config.depth - 1:
-      raise ValueError(f"--remove {k}: remove between 1 and {config.depth - 1} of the {config.depth} blocks")
-    ranking = _rank(args, params, config)
-    remove = ranking.removal_order[:k]
-    chosen_by = (f"criterion {ranking.criterion} ({ranking.discretization}), k = {k}"
-                 + (f" (ratio {args.ratio})" if args.ratio is not None else ""))
-  pruned, pruned_config = prune.prune(params, config, remove)
-
-  result = {"source": str(args.checkpoint), "chosen_by": chosen_by, "removed_blocks": sorted(remove),
-            "removal_order": remove, "kept_blocks": list(pruned_config.kept_blocks),
-            "before": prune.cost(params, config), "after": prune.cost(pruned, pruned_config),
-            "ranking": ranking.to_dict() if ranking else None}
-  with atomic_directory(args.out, args.overwrite) as tmp:
-    write_checkpoint(tmp, pruned, pruned_config, tree.get("carried"))
-    (tmp / "prune_report.json").write_text(json.dumps(result, indent=2) + "\n")
-    (tmp / "prune_report.md").write_text(report.prune_markdown(result, ranking))
-    if ranking is not None:
-      report.plot_scores(ranking, tmp / "scores.png", removed=set(remove))
-  print(f"removed blocks {sorted(remove)} ({chosen_by}); kept {list(pruned_config.kept_blocks)}; "
+  result, ranking = prune.prune_checkpoint(args.checkpoint, args.out, criterion=args.criterion, ratio=args.ratio,
+                                           remove=args.remove, blocks=blocks, discretize=args.discretize,
+                                           seed=args.seed, oracle=args.oracle, overwrite=args.overwrite)
+  print(f"removed blocks {result['removed_blocks']} ({result['chosen_by']}); kept {result['kept_blocks']}; "
         f"params {result['before']['params']:,} → {result['after']['params']:,}, GFLOPs "
         f"{result['before']['gflops']:.4g} → {result['after']['gflops']:.4g}; wrote {args.out}")
   if ranking is not None and (warning := report.distinct_warning(ranking)):

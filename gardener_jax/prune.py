@@ -58,3 +58,43 @@ def gflops(config: ModelConfig) -> float:
 
 def cost(params, config: ModelConfig) -> dict:
   return {"depth": config.depth, "params": count_params(params), "gflops": gflops(config)}
+
+
+def prune_checkpoint(checkpoint, out, *, criterion: str | None = None, ratio: float | None = None,
+                     remove: int | None = None, blocks: Sequence[int] | None = None, discretize: str = "exact",
+                     seed: int = 0, oracle: str | None = None, overwrite: bool = False):
+  """Prunes a checkpoint directory by criterion and ratio or k, or by an explicit block list, and writes
+  the smaller checkpoint with prune_report.{json,md} and scores.png. Returns (report, ranking)."""
+  import json
+
+  from gardener_jax import criteria, report
+  from gardener_jax.checkpoint import atomic_directory, load_tree, read_config, write_checkpoint
+
+  config, tree = read_config(checkpoint), load_tree(checkpoint)
+  params, ranking = tree["params"], None
+  if blocks:
+    if criterion or ratio is not None or remove is not None:
+      raise ValueError("--blocks names the blocks itself; drop --criterion, --ratio and --remove")
+    chosen, chosen_by = list(blocks), f"explicit list {','.join(map(str, blocks))}"
+  else:
+    if (ratio is None) == (remove is None):
+      raise ValueError("give exactly one of --ratio R or --remove K (or --blocks)")
+    k = num_to_remove(ratio, config.depth) if ratio is not None else remove
+    if not 1 <= k <= config.depth - 1:
+      raise ValueError(f"--remove {k}: remove between 1 and {config.depth - 1} of the {config.depth} blocks")
+    ranking = criteria.rank(params, config, criterion or "entropy", discretize, seed, oracle)
+    chosen = ranking.removal_order[:k]
+    chosen_by = (f"criterion {ranking.criterion} ({ranking.discretization}), k = {k}"
+                 + (f" (ratio {ratio})" if ratio is not None else ""))
+  pruned, pruned_config = prune(params, config, chosen)
+  result = {"source": str(checkpoint), "chosen_by": chosen_by, "removed_blocks": sorted(chosen),
+            "removal_order": chosen, "kept_blocks": list(pruned_config.kept_blocks),
+            "before": cost(params, config), "after": cost(pruned, pruned_config),
+            "ranking": ranking.to_dict() if ranking else None}
+  with atomic_directory(out, overwrite) as tmp:
+    write_checkpoint(tmp, pruned, pruned_config, tree.get("carried"))
+    (tmp / "prune_report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (tmp / "prune_report.md").write_text(report.prune_markdown(result, ranking))
+    if ranking is not None:
+      report.plot_scores(ranking, tmp / "scores.png", removed=set(chosen))
+  return result, ranking

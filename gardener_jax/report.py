@@ -89,3 +89,42 @@ def prune_markdown(report: dict, ranking: Ranking | None) -> str:
   if ranking is not None:
     lines += ["", "## Scores", "", describe(ranking), "", "![scores](scores.png)"]
   return "\n".join(lines) + "\n"
+
+
+def plot_curves(history: list[dict], path) -> None:
+  """Training loss and accuracy, and eval WAR, against the step."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  train = [h for h in history if "loss" in h]
+  evals = [h for h in history if "eval_war" in h]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+  left.plot([h["step"] for h in train], [h["loss"] for h in train])
+  left.set_xlabel("step")
+  left.set_ylabel("train loss")
+  right.plot([h["step"] for h in train], [100 * h["accuracy"] for h in train], label="train accuracy (batch)")
+  if evals:
+    right.plot([h["step"] for h in evals], [h["eval_war"] for h in evals], "o-", label="eval WAR")
+  right.set_xlabel("step")
+  right.set_ylabel("%")
+  right.legend()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_run_report(workdir, summary: dict, history: list[dict]) -> None:
+  workdir = pathlib.Path(workdir)
+  plot_curves(history, workdir / "curves.png")
+  m, t = summary["metrics"], summary["throughput"]
+  lines = ["# Run report", "", f"- kept blocks: {summary['kept_blocks']}",
+           f"- removed blocks: {summary['removed_blocks'] or 'none'}",
+           f"- parameters: {summary['params']:,}; GFLOPs per clip: {summary['gflops']:.4g}",
+           f"- classes: {len(summary['classes'])}; steps: {summary['steps']}", "",
+           "| WAR | UAR | top-1 | top-5 | videos | train clips/s | eval clips/s |", "|---|---|---|---|---|---|---|",
+           f"| {m['war']:.2f} | {m['uar']:.2f} | {m['top1']:.2f} | {m['top5']:.2f} | {m['videos']} | "
+           f"{t['train_clips_per_sec']:.1f} | {t['eval_clips_per_sec']:.1f} |", "", "![curves](curves.png)"]
+  if summary.get("pruning"):
+    lines += ["", f"Pruning: {summary['pruning']['chosen_by']}; see `pruned/prune_report.md`."]
+  (workdir / "report.md").write_text("\n".join(lines) + "\n")

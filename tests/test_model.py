@@ -74,11 +74,16 @@ def test_drop_path_and_dropout_act_only_in_training():
   assert not np.allclose(one, evaluation) and not np.allclose(one, two)
 
 
-def test_embedded_default_job(tmp_path):
-  from configs import demo
+def test_job_converts_a_random_huggingface_model(tmp_path):
+  import ml_collections
+  import transformers
 
-  config = demo.get_config()
-  config.model.depth, config.model.width, config.model.mlp_dim = 2, 32, 64
-  report = pipeline.run(config, tmp_path)["convert"]
-  assert report["parity_ok"] and report["round_trip_bit_identical"] and report["num_tensors"] == 36
-  assert report["parity_max_abs_logit_difference"] < 1e-5
+  config = ml_collections.ConfigDict(dict(seed=0, init=dict(source="random_hf", variant="", num_heads=None,
+                                                               num_frames=None, image_size=None),
+                                          model=dict(width=32, depth=2, num_heads=4, mlp_dim=64, num_frames=4,
+                                                     image_size=32, patch_size=16, tubelet_size=2, num_classes=5)))
+  checkpoint = pipeline.convert_stage(config, tmp_path)
+  assert checkpoint == tmp_path / "checkpoint" and pipeline.convert_stage(config, tmp_path) == checkpoint
+  torch_model = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "torch_hf").eval()
+  x = factories.clips()
+  np.testing.assert_allclose(factories.flax_logits(checkpoint, x), factories.hf_logits(torch_model, x), atol=1e-5)

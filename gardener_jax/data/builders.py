@@ -34,7 +34,7 @@ class VideoConfig(tfds.core.BuilderConfig):
 class SyntheticConfig(VideoConfig):
   image_size: int = 64
   num_frames: int = 32
-  train_per_class: int = 40
+  train_per_class: int = 80
   test_per_class: int = 10
   seed: int = 0
 
@@ -85,6 +85,8 @@ class SyntheticMotion(_VideoBuilder, skip_registration=True):
 
   BUILDER_CONFIGS = [
       SyntheticConfig(name="default", classes=synthetic.CLASSES),
+      SyntheticConfig(name="small", classes=synthetic.CLASSES[:4], image_size=64, num_frames=16, train_per_class=32,
+                      test_per_class=8),
       SyntheticConfig(name="tiny", classes=synthetic.CLASSES[:4], image_size=32, num_frames=16, train_per_class=4,
                       test_per_class=2),
   ]

@@ -28,7 +28,9 @@ class ClipSpec:
   image_size: int = 224  # side of the square crop fed to the model
   num_clips: int = 1  # eval: clips per video
   num_crops: int = 1  # eval: crops per clip (1 or 3)
-  augment: bool = True  # train: random resized crop + flip; False: resize the short side, centre crop
+  augment: bool = True  # train: random resized crop (+ flip); False: resize the short side, centre crop
+  flip: bool = True  # horizontal flips (off where left and right are different classes)
+  min_crop_area: float = 0.08  # random resized crop keeps this share of the frame at least
 
 
 def open_split(data_dir, name: str, split: str, config: str | None = None):
@@ -60,9 +62,9 @@ def train_clip(example: dict, rng: np.random.Generator, spec: ClipSpec) -> dict:
     return {"corrupt": f"{example['video_id']!r}: {e}"}
   height, width = frames.shape[1:3]
   if spec.augment:
-    top, left, h, w = sampling.random_resized_crop_box(height, width, rng)
+    top, left, h, w = sampling.random_resized_crop_box(height, width, rng, scale=(spec.min_crop_area, 1.0))
     frames = _resize(frames[:, top:top + h, left:left + w], spec.image_size, spec.image_size)
-    if rng.random() < 0.5:
+    if spec.flip and rng.random() < 0.5:
       frames = frames[:, :, ::-1]
   else:
     frames = _short_side_crops(frames, spec.image_size, 1)[0]
@@ -115,6 +117,51 @@ class Pipeline:
     return iter(self.dataset)
 
 
+@dataclasses.dataclass(frozen=True)
+class Pipelines:
+  """How a job reads its data: the clip specs, seed and workers; this process's shard is implied."""
+
+  train_spec: ClipSpec
+  eval_spec: ClipSpec
+  seed: int = 0
+  workers: int = 0
+  eval_batch_size: int = 8
+
+  def train(self, source, batch_size: int, start_index: int = 0) -> Pipeline:
+    import jax
+
+    return train_pipeline(source, self.train_spec, batch_size, self.seed, jax.process_index(), jax.process_count(),
+                          self.workers, start_index=start_index)
+
+  def eval(self, source) -> Pipeline:
+    import jax
+
+    return eval_pipeline(source, self.eval_spec, self.eval_batch_size, jax.process_index(), jax.process_count(),
+                         self.workers)
+
+
+class Subset:
+  """The examples of `source` whose class is in `classes`, relabelled 0..len(classes)−1 (a new task
+  from the same videos)."""
+
+  def __init__(self, source, names: list[str], classes):
+    index_of = {name: i for i, name in enumerate(names)}
+    unknown = [c for c in classes if c not in index_of]
+    if unknown:
+      raise ValueError(f"classes {unknown} are not in the dataset; it has {names}")
+    self._relabel = {index_of[c]: i for i, c in enumerate(classes)}
+    self._source = source
+    self._indices = [i for i in range(len(source)) if int(source[i]["label"]) in self._relabel]
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int) -> dict:
+    example = dict(self._source[self._indices[i]])
+    example["label"] = self._relabel[int(example["label"])]
+    return example
+
+
 def _shard(source, shard_index: int, shard_count: int) -> grain.MapDataset:
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard {shard_index} of {shard_count}")
@@ -132,10 +179,15 @@ def _finish(dataset: grain.MapDataset, batch_size: int, num_workers: int, drop_r
 
 
 def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1,
-                   num_workers: int = 0, num_epochs: int | None = None) -> Pipeline:
-  """Batches of {'clips': (batch, T, S, S, 3) float32, 'label': (batch,)}; `batch_size` is this process's."""
+                   num_workers: int = 0, num_epochs: int | None = None, start_index: int = 0) -> Pipeline:
+  """Batches of {'clips': (batch, T, S, S, 3) float32, 'label': (batch,)}; `batch_size` is this process's.
+
+  Every example's clip and crop are drawn from its position in the (reshuffled each epoch) stream,
+  so `start_index` (examples already consumed, e.g. step × batch_size on resume) continues the
+  exact stream of an uninterrupted run.
+  """
   dataset = _shard(source, shard_index, shard_count).shuffle(seed=seed).repeat(num_epochs)
-  dataset = dataset.random_map(functools.partial(train_clip, spec=spec), seed=seed)
+  dataset = dataset.random_map(functools.partial(train_clip, spec=spec), seed=seed)[start_index:]
   return _finish(dataset, batch_size, num_workers, drop_remainder=True)
 
 

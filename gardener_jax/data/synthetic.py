@@ -24,7 +24,7 @@ def render(name: str, size: int, num_frames: int, seed) -> np.ndarray:
   radius = size / 10
   position = {k: rng.uniform(radius, size - radius, 2) for k in ("square", "disc", "bar")}
   colors = {k: rng.integers(150, 256, 3).astype(np.uint8) for k in ("square", "disc", "bar")}
-  angle0, speed = rng.uniform(0, np.pi), rng.uniform(0.5, 1.5) * size / 64
+  angle0, speed = rng.uniform(0, np.pi), rng.uniform(1.0, 2.0) * size / 64
   turn = rng.uniform(0.08, 0.2) * {"bar_clockwise": 1, "bar_counterclockwise": -1}.get(name, 0)
   shape, _, direction = name.partition("_")
   step = np.array(DIRECTIONS.get(direction, (0, 0))) * speed
