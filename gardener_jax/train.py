@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import pathlib
 import signal
 import time
@@ -192,7 +193,7 @@ def fit(*, model_config: ModelConfig, params, train_source, eval_source, num_cla
   rng = jax.random.key(train_cfg.seed)
   flag = _SigtermFlag()
   previous = signal.signal(signal.SIGTERM, flag)
-  metrics_file = (workdir / "metrics.jsonl").open("a")
+  metrics_file = (workdir / "metrics.jsonl").open("a") if jax.process_index() == 0 else open(os.devnull, "w")
   history, eval_metrics, clips_per_sec = [], {}, 0.0
   try:
     iterator = iter(pipeline)

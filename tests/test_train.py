@@ -40,6 +40,29 @@ def test_one_step_on_eight_devices_equals_one_device(tmp_path):
     np.testing.assert_allclose(eight[key], one[key], atol=1e-4, rtol=0, err_msg=key)
 
 
+def test_two_processes_joined_by_jax_distributed_train_together(tmp_path):
+  import socket
+
+  builders.build("synthetic_motion", tmp_path / "data", "tiny")
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  script = os.path.join(ROOT, "tests", "multihost_train.py")
+  workers = [subprocess.Popen([sys.executable, script, str(i), str(port), str(tmp_path / "data"), str(tmp_path / "work"),
+                               str(tmp_path / f"out{i}.npz")], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  for worker in workers:
+    _, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err[-3000:]
+  first, second = dict(np.load(tmp_path / "out0.npz")), dict(np.load(tmp_path / "out1.npz"))
+  assert int(first["steps"]) == 4 and int(first["videos"]) == 8  # 16 videos / global batch 4; all test videos
+  for key in first:
+    np.testing.assert_array_equal(first[key], second[key], err_msg=key)  # one model, replicated
+  assert (tmp_path / "work" / "checkpoints" / "4").is_dir()
+
+
 def test_optimizer_pieces():
   params = init_params(MODEL)
   scales = optim.layer_decay_scales(params, MODEL.depth, 0.5)
@@ -119,3 +142,52 @@ def test_demo_config_at_toy_size_learns_well_above_chance(tmp_path):
   assert summary["kept_blocks"] and len(summary["removed_blocks"]) == 2
   assert summary["metrics"]["war"] >= 60, summary["metrics"]  # chance: 25 %
   assert (tmp_path / "run" / "report.md").is_file() and (tmp_path / "run" / "curves.png").is_file()
+
+
+def _one_update(batches, accumulate: int, dtype="float32"):
+  params = init_params(MODEL)
+  optim_config = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
+                                                clip_norm=0.0, layer_decay=1.0, accumulate=accumulate))
+  tx, schedule = optim.make_optimizer(optim_config, params, MODEL.depth, 10)
+  mesh = train.make_mesh()
+  from gardener_jax.models import VideoMAE
+  train_fn, _ = train.compile_steps(mesh, VideoMAE(MODEL, dtype=jax.numpy.dtype(dtype)), tx, schedule,
+                                    train._TrainOptions(accumulate=accumulate), 4)
+  state = train.init_state(params, tx)
+  for batch in batches:
+    state, metrics = train_fn(state, train.global_batch(mesh, batch), jax.random.key(0))
+  return state, metrics
+
+
+def _batch(n, seed):
+  rng = np.random.default_rng(seed)
+  return {"clips": rng.standard_normal((n, 4, 32, 32, 3)).astype(np.float32),
+          "label": rng.integers(0, 4, n).astype(np.int32)}
+
+
+def test_gradient_accumulation_equals_the_large_batch():
+  whole = _batch(8, 0)
+  halves = [{k: v[:4] for k, v in whole.items()}, {k: v[4:] for k, v in whole.items()}]
+  big, _ = _one_update([whole], accumulate=1)
+  accumulated, _ = _one_update(halves, accumulate=2)
+  for a, b in zip(jax.tree.leaves(big.params), jax.tree.leaves(accumulated.params)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  batch = _batch(4, 1)
+  state, metrics = _one_update([batch], accumulate=1, dtype="bfloat16")
+  _, reference = _one_update([batch], accumulate=1)
+  assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+  np.testing.assert_allclose(float(metrics["loss"]), float(reference["loss"]), rtol=2e-2)
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixup_and_cutmix_mix_clips_and_targets_alike(mixup, cutmix):
+  clips = np.stack([np.full((4, 8, 8, 3), i, np.float32) for i in range(4)])
+  targets = optim.soft_targets(np.arange(4), 4, 0.0)
+  mixed, mixed_targets = optim.mix(jax.random.key(3), clips, targets, mixup, cutmix)
+  np.testing.assert_allclose(np.asarray(mixed_targets).sum(axis=1), 1.0, atol=1e-6)
+  # the share of each clip's pixels taken from its partner (reversed batch) is the partner's target weight
+  partner_share = (np.asarray(mixed)[0] - 0.0) / 3.0
+  np.testing.assert_allclose(partner_share.mean(), float(mixed_targets[0, 3]), atol=1e-5)

@@ -1,0 +1,111 @@
+"""ViT-B train step (16 × 224², fp32, AdamW): this loop's step against transformers VideoMAE + torch
+AdamW, step time and peak memory, each configuration in its own process, in one run.
+
+  python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--dtype float32|bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import print_table, run_child  # noqa: E402
+
+PREAMBLE = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+from benchmarks.common import peak_rss_bytes, rss_bytes
+before = rss_bytes()  # after imports, before the model: params, optimiser state and activations all count
+"""
+
+TORCH_CHILD = PREAMBLE + """
+import torch, transformers
+torch.manual_seed(0)
+model = transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(num_labels=400)).train()
+device = "cuda" if torch.cuda.is_available() else "cpu"
+model.to(device)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+clips = torch.randn({batch}, 16, 3, 224, 224, device=device)
+labels = torch.randint(0, 400, ({batch},), device=device)
+def step():
+  opt.zero_grad(set_to_none=True)
+  loss = torch.nn.functional.cross_entropy(model(clips).logits, labels)
+  loss.backward()
+  opt.step()
+  return float(loss)
+step()
+times = []
+for _ in range({steps}):
+  start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes() - before
+print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak)))
+"""
+
+FLAX_CHILD = PREAMBLE + """
+import jax, jax.numpy as jnp, ml_collections
+from gardener_jax import optim, train
+from gardener_jax.models import ModelConfig, VideoMAE, init_params
+config = ModelConfig.from_variant("vit_b", num_classes=400, remat={remat})
+params = init_params(config)
+optim_config = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
+                                              clip_norm=0.0, layer_decay=1.0, accumulate=1))
+tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
+mesh = train.make_mesh()
+train_fn, _ = train.compile_steps(mesh, VideoMAE(config, dtype=jnp.dtype({dtype!r})), tx, schedule,
+                                  train._TrainOptions(), 400)
+state = jax.device_put(train.init_state(params, tx), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+del params
+rng = np.random.default_rng(0)
+batch = train.global_batch(mesh, dict(clips=rng.standard_normal(({batch}, 16, 224, 224, 3), np.float32),
+                                      label=rng.integers(0, 400, {batch}).astype(np.int32)))
+key = jax.random.key(0)
+start = time.perf_counter()
+state, metrics = train_fn(state, batch, key); float(metrics["loss"])
+compile_seconds = time.perf_counter() - start
+times = []
+for _ in range({steps}):
+  start = time.perf_counter(); state, metrics = train_fn(state, batch, key); float(metrics["loss"])
+  times.append(time.perf_counter() - start)
+device = jax.devices()[0]
+stats = device.memory_stats() if device.platform != "cpu" else None
+peak = stats["peak_bytes_in_use"] if stats else peak_rss_bytes() - before
+print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_call=compile_seconds)))
+"""
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--batches", default="1,2")
+  parser.add_argument("--steps", type=int, default=2)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--remat", action="store_true", help="rematerialise blocks in the backward pass")
+  parser.add_argument("--peak_tflops", type=float, default=989.0,
+                      help="the accelerator's dense peak for --dtype, for model FLOPs utilisation (H100/H200 bf16: 989)")
+  args = parser.parse_args()
+  root = str(pathlib.Path(__file__).resolve().parents[1])
+  from gardener_jax.models import ModelConfig
+  from gardener_jax.prune import gflops
+
+  step_flops = 6 * gflops(ModelConfig.from_variant("vit_b", num_classes=400)) * 1e9  # forward + backward, per clip
+  rows = []
+  for batch in (int(b) for b in args.batches.split(",")):
+    torch_run = run_child(TORCH_CHILD.format(root=root, batch=batch, steps=args.steps))
+    flax_run = run_child(FLAX_CHILD.format(root=root, batch=batch, steps=args.steps, dtype=args.dtype,
+                                           remat=args.remat))
+    rows.append([batch, torch_run["seconds"], flax_run["seconds"], flax_run["seconds"] / torch_run["seconds"],
+                 torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
+                 flax_run["peak_bytes"] / torch_run["peak_bytes"], flax_run["first_call"],
+                 step_flops * batch / flax_run["seconds"] / 1e12,
+                 step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
+  print_table(f"ViT-B train step, 16×224², AdamW, Flax {args.dtype}{' + remat' if args.remat else ''} vs PyTorch "
+              f"fp32 (peak: process RSS over its post-import baseline on CPU, allocator peak on GPU)",
+              ["batch", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
+               "memory ratio", "Flax first call s", "Flax model TFLOP/s", "MFU"], rows)
+
+
+if __name__ == "__main__":
+  main()
