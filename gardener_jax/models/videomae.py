@@ -110,7 +110,9 @@ class Attention(nn.Module):
     if implementation == "per_head":
       out = attention_per_head(q, k, v)
     elif implementation == "fused":
-      out = jax.nn.dot_product_attention(q, k, v, scale=1.0)
+      # cuDNN's flash attention where it applies (a GPU, 16-bit inputs): no score matrix in memory.
+      flash = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+      out = jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation="cudnn" if flash else None)
     elif implementation == "einsum":
       weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32), axis=-1)
       weights = nn.Dropout(c.attention_dropout_rate)(weights.astype(self.dtype), deterministic=self.deterministic)
