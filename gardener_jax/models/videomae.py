@@ -36,7 +36,8 @@ def sinusoid_position_table(num_tokens: int, width: int) -> np.ndarray:
 
 
 def drop_path(x, rate, deterministic: bool, rng_module: nn.Module):
-  """Stochastic depth: zero a sample's residual branch with probability `rate`, rescale the rest."""
+  """Stochastic depth: zero a sample's residual branch with probability `rate`, rescale the rest.
+  (`deterministic` also when the model's drop_path_rate is 0: `rate` is traced, the config is not.)"""
   if deterministic:
     return x
   keep = 1.0 - rate
@@ -153,7 +154,7 @@ class Block(nn.Module):
       y = branch(norm(name=norm_name)(x))
       if c.layer_scale:
         y = y * self.param(gamma_name, nn.initializers.constant(0.1), (c.width,)).astype(self.dtype)
-      x = x + drop_path(y, drop_path_rate, self.deterministic, self)
+      x = x + drop_path(y, drop_path_rate, self.deterministic or not c.drop_path_rate, self)
     return x, None
 
 

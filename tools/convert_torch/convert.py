@@ -172,7 +172,7 @@ def _save_torch(tensors: dict[str, np.ndarray], out: pathlib.Path, config: Model
 
 
 def _report_markdown(report: dict[str, Any]) -> str:
-  lines = [f"# Conversion report", "", f"- source: `{report['source']}`", f"- layout: {report['layout']} "
+  lines = ["# Conversion report", "", f"- source: `{report['source']}`", f"- layout: {report['layout']} "
            f"({report['kind']})", f"- parameters: {report['num_params']:,} ({', '.join(report['dtypes'])})", "",
            "| field | value | from |", "|---|---|---|"]
   lines += [f"| {k} | {v} | {report['config_sources'].get(k, 'default')} |" for k, v in report["config"].items()]

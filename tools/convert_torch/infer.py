@@ -11,7 +11,7 @@ from typing import Any
 
 from gardener_jax.models import VARIANTS, ModelConfig
 from tools.convert_torch.errors import ConversionError
-from tools.convert_torch.layouts import HF, ORIGINAL
+from tools.convert_torch.layouts import ORIGINAL
 from tools.convert_torch.read import LazyTensors
 
 # Original-release model names, e.g. 'vit_base_patch16_224', 'pretrain_videomae_base_patch16_224'.
