@@ -87,3 +87,20 @@ def test_job_converts_a_random_huggingface_model(tmp_path):
   torch_model = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "torch_hf").eval()
   x = factories.clips()
   np.testing.assert_allclose(factories.flax_logits(checkpoint, x), factories.hf_logits(torch_model, x), atol=1e-5)
+
+
+def test_per_head_attention_gradients_match_autodiff_of_softmax():
+  from gardener_jax.models.videomae import attention_per_head
+
+  rng = np.random.default_rng(0)
+  q, k, v, weights = (jax.numpy.asarray(rng.standard_normal((2, 50, 3, 8)), np.float32) for _ in range(4))
+
+  def reference(q, k, v):
+    probabilities = jax.nn.softmax(jax.numpy.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
+    return jax.numpy.einsum("bhqk,bkhd->bqhd", probabilities, v)
+
+  np.testing.assert_allclose(attention_per_head(q, k, v), reference(q, k, v), atol=2e-6)
+  ours = jax.grad(lambda *a: (attention_per_head(*a) * weights).sum(), argnums=(0, 1, 2))(q, k, v)
+  expected = jax.grad(lambda *a: (reference(*a) * weights).sum(), argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(ours, expected):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)

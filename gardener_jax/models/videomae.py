@@ -60,26 +60,56 @@ class PatchEmbed(nn.Module):
     return x.reshape(x.shape[0], -1, c.width)
 
 
+def _per_head(*arrays):
+  """(batch, tokens, heads, dim) arrays → (batch · heads, tokens, dim)."""
+  b, n, h, d = arrays[0].shape
+  return [x.transpose(0, 2, 1, 3).reshape(b * h, n, d) for x in arrays]
+
+
+def _head_forward(q, k, v):
+  scores = (q @ k.T).astype(jnp.float32)
+  row_max = scores.max(axis=-1, keepdims=True)
+  unnormalised = jnp.exp(scores - row_max)
+  row_sum = unnormalised.sum(axis=-1, keepdims=True)
+  return ((unnormalised.astype(v.dtype) @ v) / row_sum).astype(v.dtype), row_max, row_sum
+
+
+@jax.custom_vjp
 def attention_per_head(q, k, v):
   """softmax(q kᵀ) v, one (batch, head) pair at a time, normalising after the value product.
 
   On CPU this is ~3.5× faster than one batched einsum for ViT-B's 1568 tokens: a head's 1568²
   score matrix stays in cache, and dividing the (tokens, head_dim) output is cheaper than dividing
-  the (tokens, tokens) scores. Training keeps no score matrix for the backward pass (each head is
-  rematerialised). q, k, v: (batch, tokens, heads, head_dim), q already scaled.
+  the (tokens, tokens) scores. The backward pass is flash attention's: it keeps only the output and
+  each row's max and sum, and rebuilds a head's probabilities from them. q, k, v: (batch, tokens,
+  heads, head_dim), q already scaled.
   """
+  return _attention_forward(q, k, v)[0]
+
+
+def _attention_forward(q, k, v):
   b, n, h, d = q.shape
-  per_head = [x.transpose(0, 2, 1, 3).reshape(b * h, n, d) for x in (q, k, v)]
+  out, row_max, row_sum = jax.lax.map(lambda qkv: _head_forward(*qkv), _per_head(q, k, v))
+  return out.reshape(b, h, n, d).transpose(0, 2, 1, 3), (q, k, v, out, row_max, row_sum)
 
-  @jax.checkpoint  # like flash attention: the backward pass recomputes a head's scores instead of storing them
-  def one_head(qkv):
-    q, k, v = qkv
-    scores = (q @ k.T).astype(jnp.float32)
-    unnormalised = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
-    out = unnormalised.astype(v.dtype) @ v
-    return (out / unnormalised.sum(axis=-1, keepdims=True)).astype(v.dtype)
 
-  return jax.lax.map(one_head, per_head).reshape(b, h, n, d).transpose(0, 2, 1, 3)
+def _attention_backward(residuals, grad_out):
+  q, k, v, out, row_max, row_sum = residuals
+  b, n, h, d = q.shape
+
+  def one_head(args):
+    q, k, v, o, m, l, do = args
+    p = jnp.exp((q @ k.T).astype(jnp.float32) - m) / l  # the softmax, rebuilt
+    dv = p.astype(do.dtype).T @ do
+    dp = (do @ v.T).astype(jnp.float32)
+    ds = (p * (dp - jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True))).astype(q.dtype)
+    return ds @ k, ds.T @ q, dv
+
+  grads = jax.lax.map(one_head, (*_per_head(q, k, v), out, row_max, row_sum, *_per_head(grad_out)))
+  return tuple(g.reshape(b, h, n, d).transpose(0, 2, 1, 3).astype(x.dtype) for g, x in zip(grads, (q, k, v)))
+
+
+attention_per_head.defvjp(_attention_forward, _attention_backward)
 
 
 class Attention(nn.Module):
