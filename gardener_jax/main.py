@@ -10,6 +10,8 @@ from gardener_jax import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "job config (a configs/*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and reports")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host: every "
+                                 "process runs this same command; TPU pods and SLURM are detected)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -18,6 +20,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)  # per-file chatter
+  if _DISTRIBUTED.value:
+    import jax
+
+    jax.distributed.initialize()
   pipeline.run(_CONFIG.value, _WORKDIR.value)
 
 
