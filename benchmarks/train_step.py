@@ -56,7 +56,7 @@ optim_config = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, weight_de
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = train.make_mesh()
 train_fn, _ = train.compile_steps(mesh, VideoMAE(config, dtype=jnp.dtype({dtype!r})), tx, schedule,
-                                  train._TrainOptions(), 400)
+                                  train.TrainOptions(), 400)
 state = jax.device_put(train.init_state(params, tx), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 del params
 rng = np.random.default_rng(0)

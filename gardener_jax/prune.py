@@ -7,13 +7,15 @@ original model's, 1-based, as in `ModelConfig.kept_blocks`.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Sequence
 
 import jax
 import numpy as np
 
-from gardener_jax.checkpoint import count_params
+from gardener_jax import criteria, report
+from gardener_jax.checkpoint import atomic_directory, count_params, load_tree, read_config, write_checkpoint
 from gardener_jax.models import ModelConfig
 
 
@@ -65,11 +67,6 @@ def prune_checkpoint(checkpoint, out, *, criterion: str | None = None, ratio: fl
                      seed: int = 0, oracle: str | None = None, overwrite: bool = False):
   """Prunes a checkpoint directory by criterion and ratio or k, or by an explicit block list, and writes
   the smaller checkpoint with prune_report.{json,md} and scores.png. Returns (report, ranking)."""
-  import json
-
-  from gardener_jax import criteria, report
-  from gardener_jax.checkpoint import atomic_directory, load_tree, read_config, write_checkpoint
-
   config, tree = read_config(checkpoint), load_tree(checkpoint)
   params, ranking = tree["params"], None
   if blocks:

@@ -155,9 +155,8 @@ def fit(*, model_config: ModelConfig, params, train_source, eval_source, num_cla
         pipelines) -> dict:
   """Finetunes `params` on `train_source`; returns the final eval metrics and throughput.
 
-  `config` carries `train` (batch_size, epochs, seed, log_every, checkpoint_every, eval_every_epochs,
-  label_smoothing, mixup_alpha, cutmix_alpha, accumulate, inject_nan_at_step, dtype, workers) and
-  `optim` (see `optim.make_optimizer`); `pipelines` builds the train and eval pipelines.
+  `config` carries `train` (batch_size, epochs, dtype and the `TrainOptions` fields) and `optim`
+  (see `optim.make_optimizer`); `pipelines` builds the train and eval pipelines.
   """
   from tqdm import tqdm
 
@@ -173,14 +172,13 @@ def fit(*, model_config: ModelConfig, params, train_source, eval_source, num_cla
   model = VideoMAE(model_config, dtype=dtype)
   tx, schedule = optim_lib.make_optimizer(config.optim, params, model_config.depth,
                                           total_steps // max(1, config.optim.accumulate))
-  train_cfg = dataclasses.replace(_TrainOptions.from_config(train_cfg), accumulate=config.optim.accumulate)
-  train_fn, eval_fn = compile_steps(mesh, model, tx, schedule, train_cfg, num_classes)
+  options = dataclasses.replace(TrainOptions.from_config(train_cfg), accumulate=config.optim.accumulate)
+  train_fn, eval_fn = compile_steps(mesh, model, tx, schedule, options, num_classes)
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(init_state(params, tx), replicated)
 
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, save_interval_steps=train_cfg.checkpoint_every,
-                                         enable_async_checkpointing=False)
-  latest = ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+  latest = ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(
+      max_to_keep=1, save_interval_steps=options.checkpoint_every, enable_async_checkpointing=False))
   best = ocp.CheckpointManager((workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(
       max_to_keep=1, best_fn=lambda m: m["war"], best_mode="max", enable_async_checkpointing=False))
   if latest.latest_step() is not None:
@@ -190,11 +188,17 @@ def fit(*, model_config: ModelConfig, params, train_source, eval_source, num_cla
   start_step = int(state.step)
 
   pipeline = pipelines.train(train_source, local_batch, start_index=start_step * local_batch)
-  rng = jax.random.key(train_cfg.seed)
+  rng = jax.random.key(options.seed)
   flag = _SigtermFlag()
   previous = signal.signal(signal.SIGTERM, flag)
   metrics_file = (workdir / "metrics.jsonl").open("a") if jax.process_index() == 0 else open(os.devnull, "w")
   history, eval_metrics, clips_per_sec = [], {}, 0.0
+
+  def log(record: dict) -> None:
+    history.append(record)
+    metrics_file.write(json.dumps(record) + "\n")
+    metrics_file.flush()
+
   try:
     iterator = iter(pipeline)
     progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="finetune",
@@ -210,25 +214,19 @@ def fit(*, model_config: ModelConfig, params, train_source, eval_source, num_cla
                             f"{workdir / 'checkpoints'}; lower optim.lr or enable optim.clip_norm")
       window_steps += 1
       done = step + 1
-      if done % train_cfg.log_every == 0 or done == total_steps:
-        clips_per_sec = window_steps * train_cfg.batch_size / (time.perf_counter() - window_start)
-        record = {"step": done, "epoch": done / steps_per_epoch, "clips_per_sec": clips_per_sec,
-                  **{k: float(v) for k, v in step_metrics.items()}}
-        history.append(record)
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        progress.set_postfix(loss=f"{loss:.3f}", acc=f"{record['accuracy']:.2f}")
+      if done % options.log_every == 0 or done == total_steps:
+        clips_per_sec = window_steps * options.batch_size / (time.perf_counter() - window_start)
+        log({"step": done, "epoch": done / steps_per_epoch, "clips_per_sec": clips_per_sec,
+             **{k: float(v) for k, v in step_metrics.items()}})
+        progress.set_postfix(loss=f"{loss:.3f}", acc=f"{float(step_metrics['accuracy']):.2f}")
         window_start, window_steps = time.perf_counter(), 0
       latest.save(done, args=ocp.args.StandardSave(state), force=flag.raised or done == total_steps)
       if flag.raised:
         latest.wait_until_finished()
         raise Preempted(f"SIGTERM at step {done}: state saved in {workdir / 'checkpoints'}; relaunch to resume")
-      if eval_source is not None and done % (steps_per_epoch * train_cfg.eval_every_epochs) == 0:
+      if eval_source is not None and done % (steps_per_epoch * options.eval_every_epochs) == 0:
         eval_metrics = evaluate(eval_fn, state.params, mesh, pipelines.eval(eval_source), num_classes)
-        record = {"step": done, "epoch": done / steps_per_epoch, **{f"eval_{k}": v for k, v in eval_metrics.items()}}
-        history.append(record)
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        log({"step": done, "epoch": done / steps_per_epoch, **{f"eval_{k}": v for k, v in eval_metrics.items()}})
         best.save(done, args=ocp.args.StandardSave(state.params), metrics=eval_metrics)
   finally:
     signal.signal(signal.SIGTERM, previous)
@@ -243,8 +241,8 @@ def fit(*, model_config: ModelConfig, params, train_source, eval_source, num_cla
 
 
 @dataclasses.dataclass(frozen=True)
-class _TrainOptions:
-  """The hashable subset of `config.train` the compiled step reads."""
+class TrainOptions:
+  """A hashable view of `config.train` (the compiled step takes it as a static argument)."""
 
   label_smoothing: float = 0.0
   mixup_alpha: float = 0.0
@@ -258,5 +256,5 @@ class _TrainOptions:
   batch_size: int = 8
 
   @classmethod
-  def from_config(cls, train) -> _TrainOptions:
+  def from_config(cls, train) -> TrainOptions:
     return cls(**{f.name: train[f.name] for f in dataclasses.fields(cls) if f.name in train})

@@ -26,7 +26,7 @@ def main(out):
                                                 clip_norm=1.0, layer_decay=0.75, accumulate=1))
   tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 10)
   mesh = train.make_mesh()
-  train_fn, _ = train.compile_steps(mesh, VideoMAE(config), tx, schedule, train._TrainOptions(label_smoothing=0.1), 5)
+  train_fn, _ = train.compile_steps(mesh, VideoMAE(config), tx, schedule, train.TrainOptions(label_smoothing=0.1), 5)
   state = jax.device_put(train.init_state(params, tx), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   state, metrics = train_fn(state, train.global_batch(mesh, batch), jax.random.key(0))
   flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(state.params)}

@@ -152,7 +152,7 @@ def _one_update(batches, accumulate: int, dtype="float32"):
   mesh = train.make_mesh()
   from gardener_jax.models import VideoMAE
   train_fn, _ = train.compile_steps(mesh, VideoMAE(MODEL, dtype=jax.numpy.dtype(dtype)), tx, schedule,
-                                    train._TrainOptions(accumulate=accumulate), 4)
+                                    train.TrainOptions(accumulate=accumulate), 4)
   state = train.init_state(params, tx)
   for batch in batches:
     state, metrics = train_fn(state, train.global_batch(mesh, batch), jax.random.key(0))

@@ -14,6 +14,7 @@ import functools
 import pathlib
 
 import grain
+import jax
 import numpy as np
 from absl import flags, logging
 from PIL import Image
@@ -128,14 +129,10 @@ class Pipelines:
   eval_batch_size: int = 8
 
   def train(self, source, batch_size: int, start_index: int = 0) -> Pipeline:
-    import jax
-
     return train_pipeline(source, self.train_spec, batch_size, self.seed, jax.process_index(), jax.process_count(),
                           self.workers, start_index=start_index)
 
   def eval(self, source) -> Pipeline:
-    import jax
-
     return eval_pipeline(source, self.eval_spec, self.eval_batch_size, jax.process_index(), jax.process_count(),
                          self.workers)
 
