@@ -25,7 +25,15 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  """The process's resident high-water mark (VmHWM), since it started or since `reset_peak_rss`."""
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def reset_peak_rss() -> None:
+  """Resets VmHWM to the current RSS (Linux: clear_refs 5), so a later peak excludes one-off work."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
 
 
 def run_child(code: str) -> dict:

@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict(dict(
       name="synthetic_motion", config="default", data_dir="", manual_dir="", train_split="train", eval_split="test",
-      classes=list(CLASSES), num_frames=8, sampling_rate=2, image_size=64, num_clips=2, num_crops=1, augment=True,
+      classes=tuple(CLASSES), num_frames=8, sampling_rate=2, image_size=64, num_clips=2, num_crops=1, augment=True,
       flip=False, min_crop_area=0.5, workers=0, eval_batch_size=16))  # no flips: left and right are classes
 
   # 'pretrain' trains the initial model here; otherwise a PyTorch checkpoint path, a gardener_jax
@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       width=96, depth=6, num_heads=4, mlp_dim=384, patch_size=16, tubelet_size=2, num_classes=8,
       drop_path_rate=0.0, dropout_rate=0.0, remat=False))
-  config.pretrain = ml_collections.ConfigDict(dict(classes=list(CLASSES[:8])))
+  config.pretrain = ml_collections.ConfigDict(dict(classes=tuple(CLASSES[:8])))
   config.pretrain.train = train(epochs=20, batch_size=32)
   config.pretrain.optim = optim(lr=2e-3, warmup_steps=50)
 

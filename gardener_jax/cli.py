@@ -4,6 +4,8 @@
   gardener prune CKPT (--criterion C (--ratio R | --remove K) | --blocks 10,11,12) --out DIR
   gardener data build NAME --data_dir DIR [--manual_dir M] [--config C]
   gardener data inspect NAME --data_dir DIR [--config C] [--sheet FILE.png]
+  gardener sweep --config configs/sweep_demo.py --workdir DIR [--run_index I | --prepare | --collect]
+  gardener compare-paper DIR
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ def cmd_data_inspect(args) -> int:
   return 0
 
 
+def cmd_compare_paper(args) -> int:
+  from gardener_jax import compare
+
+  text = compare.compare_paper(args.directory)
+  (args.directory / "compare_paper.md").write_text(text)
+  print(text)
+  return 0
+
+
 def _add_data_commands(commands) -> None:
   from gardener_jax.data.builders import BUILDERS
 
@@ -119,7 +130,17 @@ def main(argv=None) -> int:
   prune_cmd.add_argument("--overwrite", action="store_true")
   prune_cmd.set_defaults(run=cmd_prune)
   _add_data_commands(commands)
+  commands.add_parser("sweep", add_help=False, help="criteria × pruning levels and the oracle, from one config "
+                      "(absl flags: --config, --workdir, --run_index, --prepare, --collect)")
+  compare = commands.add_parser("compare-paper", help="a sweep's table next to the paper's numbers")
+  compare.add_argument("directory", type=pathlib.Path, help="the sweep directory (with sweep.csv)")
+  compare.set_defaults(run=cmd_compare_paper)
 
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ["sweep"]:  # config files and --config.x=y overrides are absl's
+    from gardener_jax import sweep_main
+
+    return sweep_main.run(["gardener sweep", *argv[1:]])
   args = parser.parse_args(argv)
   try:
     return args.run(args)

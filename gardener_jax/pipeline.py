@@ -138,10 +138,16 @@ def prune_stage(config, checkpoint: pathlib.Path, workdir: pathlib.Path) -> tupl
   return out, json.loads((out / "prune_report.json").read_text())
 
 
-def run(config, workdir: str | os.PathLike) -> dict:
+def initial_stage(config, workdir: pathlib.Path) -> pathlib.Path:
+  """The checkpoint the job prunes: trained here, converted from PyTorch, or taken as is."""
+  return pretrain_stage(config, workdir) if config.init.source == "pretrain" else convert_stage(config, workdir)
+
+
+def run(config, workdir: str | os.PathLike, initial: pathlib.Path | None = None) -> dict:
+  """The whole job in `workdir`; `initial` (a checkpoint directory) skips the initial stage (a sweep's runs)."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  initial = pretrain_stage(config, workdir) if config.init.source == "pretrain" else convert_stage(config, workdir)
+  initial = initial or initial_stage(config, workdir)
   checkpoint, pruning = prune_stage(config, initial, workdir)
   model_config, params = read_config(checkpoint), load_tree(checkpoint)["params"]
   result = finetune_stage(config, config, params, model_config, list(config.data.classes), workdir / "finetune")

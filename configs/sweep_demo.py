@@ -1,0 +1,28 @@
+"""The sweep's embedded default: every criterion × 6 pruning levels and the 12-run oracle on the synthetic
+motion set, with a 12-block VideoMAE trained here first (as `configs/demo.py` does). Tuples, so that
+`--config.sweep.levels='(1, 6)'` overrides them, in ≤ 30 min on 2 CPU cores.
+
+  gardener sweep --config configs/sweep_demo.py --workdir runs/sweep_demo
+  gardener compare-paper runs/sweep_demo
+"""
+
+import ml_collections
+
+from configs import demo
+
+CRITERIA = ("oracle", "entropy", "random", "l1", "l2", "mean", "variance", "std", "kurtosis", "mutual_information",
+            "value_entropy", "first", "last")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = demo.get_config()
+  config.model.update(width=64, depth=12, num_heads=4, mlp_dim=128)
+  config.data.classes = config.pretrain.classes  # finetune on the task the blocks were trained for, keeping the head
+  config.pretrain.train.update(epochs=40, batch_size=32)
+  config.train.update(batch_size=32, log_every=5, eval_every_epochs=100)  # evaluate once, at the end
+  config.optim.update(lr=5e-4, warmup_steps=10)
+  config.sweep = ml_collections.ConfigDict(dict(
+      criteria=CRITERIA, levels=(1, 3, 5, 7, 9, 11), random_seeds=(0, 1, 2), baseline=True, greedy=False,
+      keep_checkpoints=False,
+      epochs=(2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4)))  # finetuning epochs by blocks removed, 0 … 11
+  return config

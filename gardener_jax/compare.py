@@ -1,0 +1,253 @@
+"""A sweep's results as the paper shows them: sweep.csv, sweep.md, sweep.png, correlations.json, and
+the side-by-side with the paper's UCF101 numbers (SPEC §6)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import warnings
+
+import numpy as np
+from scipy import stats
+
+from gardener_jax import criteria
+from gardener_jax.report import markdown_table
+from gardener_jax.sweep import BASELINE, GREEDY, ORACLE, SINGLE, Sweep, write_json
+
+CSV_COLUMNS = ["run", "criterion", "k", "ratio", "seed", "removed_blocks", "war", "uar", "top1", "top5", "params",
+               "gflops", "epochs", "status", "reused_from", "error"]
+
+# The paper's UCF101 results, WAR % (SPEC §6): unpruned, single-block removal, and the table by ratio.
+PAPER_UNPRUNED = 91.78
+PAPER_SINGLE = dict(enumerate([46.73, 90.58, 86.14, 74.65, 88.32, 87.43, 88.51, 88.02, 90.79, 90.30, 91.09, 91.29],
+                              start=1))
+PAPER_COLUMNS = {"oracle": ("oracle",), "Gardener": ("entropy",), "L1": ("l1",), "random": ("random",),
+                 "variance/std": ("variance", "std"), "L2": ("l2",), "kurtosis": ("kurtosis",),
+                 "MI": ("mutual_information",)}  # the paper's column → our criteria
+PAPER_TABLE = {  # removed of 12 → column → WAR
+    1: dict(oracle=91.29, Gardener=91.29, L1=46.73, random=84.49, **{"variance/std": 88.51}, L2=88.51,
+            kurtosis=46.73, MI=46.73),
+    3: dict(oracle=86.63, Gardener=85.54, L1=68.81, random=76.45, **{"variance/std": 85.25}, L2=83.56,
+            kurtosis=64.36, MI=60.99),
+    5: dict(oracle=84.26, Gardener=82.97, L1=72.18, random=76.21, **{"variance/std": 79.70}, L2=81.58,
+            kurtosis=70.30, MI=62.48),
+    7: dict(oracle=78.91, Gardener=79.90, L1=69.80, random=73.70, **{"variance/std": 78.02}, L2=78.02,
+            kurtosis=70.40, MI=65.15),
+    9: dict(oracle=76.44, Gardener=73.56, L1=69.01, random=72.46, **{"variance/std": 72.97}, L2=72.97,
+            kurtosis=70.30, MI=69.01),
+    11: dict(oracle=68.81, Gardener=68.81, L1=59.01, random=62.05, **{"variance/std": 68.81}, L2=59.01,
+             kurtosis=58.32, MI=59.01),
+}
+PAPER_DEPTH = 12
+
+
+def csv_rows(results: list[dict]) -> list[dict]:
+  rows = []
+  for r in results:
+    row = {c: r.get(c, "") for c in CSV_COLUMNS}
+    row.update(run=r["name"], removed_blocks=" ".join(map(str, r.get("removed_blocks", []))),
+               reused_from=r.get("reused_from", ""), error=r.get("error", ""))
+    rows.append(row)
+  return rows
+
+
+def level_table(results: list[dict], depth: int) -> dict[str, dict[int, list[float]]]:
+  """criterion line → k → the WARs at that level (several for random's seeds); the greedy oracle's
+  value at k is its best candidate of step k, the single-removal runs are the k = 1 of no line."""
+  table: dict[str, dict[int, list[float]]] = {}
+  for r in results:
+    if r.get("status") != "ok" or r["criterion"] in (BASELINE, SINGLE):
+      continue
+    cell = table.setdefault(r["criterion"], {}).setdefault(r["k"], [])
+    if r["criterion"] == GREEDY:
+      cell[:] = [max(cell + [r["war"]])]
+    else:
+      cell.append(r["war"])
+  return table
+
+
+def _cell(values: list[float] | None) -> str:
+  if not values:
+    return "—"
+  if len(values) == 1:
+    return f"{values[0]:.2f}"
+  return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def correlations(sweep: Sweep, accuracy: dict[int, float], baseline: float | None) -> dict:
+  """Spearman and Kendall between each criterion's block importance and the oracle's accuracy drop,
+  and the overlap of each criterion's removed set with the oracle's at each level."""
+  blocks = list(accuracy)
+  drop = np.asarray([(baseline if baseline is not None else 0.0) - accuracy[b] for b in blocks])
+  oracle_order = criteria.removal_order(list(accuracy.values()), criteria.HIGHEST, blocks)
+  out = {"metric": "war", "drop": "unpruned WAR − WAR with the block removed" if baseline is not None
+         else "− WAR with the block removed (no unpruned run)", "oracle_removal_order": oracle_order, "criteria": {}}
+  for name in sweep.config.sweep.criteria:
+    if name == ORACLE:
+      continue
+    for seed in (list(sweep.config.sweep.random_seeds) if name == "random" else [0]):
+      ranking = sweep.ranking(name, seed)
+      score = dict(zip(ranking.block_ids, ranking.scores))
+      importance = np.asarray([score[b] for b in blocks]) * (1 if criteria.get(name).remove == criteria.LOWEST else -1)
+      out["criteria"][name if name != "random" else f"random (seed {seed})"] = {
+          **rank_correlations(importance, drop),
+          "overlap_with_oracle": {str(k): len(set(ranking.removal_order[:k]) & set(oracle_order[:k])) / k
+                                  for k in map(int, sweep.config.sweep.levels)}}
+  return out
+
+
+def rank_correlations(x, y) -> dict:
+  """scipy's Spearman ρ and Kendall τ-b with p-values; None where undefined (a constant input)."""
+  def clean(v):
+    return None if v is None or not math.isfinite(v) else float(v)
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", stats.ConstantInputWarning)
+    rho, tau = stats.spearmanr(x, y), stats.kendalltau(x, y)
+  return {"spearman": clean(rho.statistic), "spearman_p": clean(rho.pvalue), "kendall": clean(tau.statistic),
+          "kendall_p": clean(tau.pvalue)}
+
+
+def _lines(table: dict, order: list[str]) -> list[str]:
+  return [c for c in dict.fromkeys(order) if c in table] + [c for c in table if c not in order]
+
+
+def plot(table: dict, depth: int, baseline: float | None, path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+  colors, markers = plt.get_cmap("tab20").colors, "os^vD<>phX*"
+  for i, (name, by_k) in enumerate(table.items()):
+    ks = sorted(by_k)
+    ratio = [100 * k / depth for k in ks]
+    mean = np.asarray([np.mean(by_k[k]) for k in ks])
+    style = {"color": colors[(2 * i) % 20 + (2 * i) // 20 % 2], "marker": markers[i % len(markers)]}
+    if name == "entropy":
+      style = {"color": "black", "marker": "o", "linewidth": 2.5}
+    elif name in (ORACLE, GREEDY):
+      style = {"color": "black", "marker": "*", "linestyle": "--" if name == ORACLE else ":"}
+    ax.plot(ratio, mean, label="entropy (Gardener)" if name == "entropy" else name, **style)
+    if any(len(by_k[k]) > 1 for k in ks):
+      std = np.asarray([np.std(by_k[k], ddof=1) if len(by_k[k]) > 1 else 0.0 for k in ks])
+      ax.fill_between(ratio, mean - std, mean + std, color=style["color"], alpha=0.15)
+  if baseline is not None:
+    ax.axhline(baseline, color="gray", linewidth=1, label="unpruned")
+  ax.set_xlabel("pruning ratio (% of blocks removed)")
+  ax.set_ylabel("WAR (%)")
+  ax.legend(fontsize=8, ncol=2)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write(sweep: Sweep) -> dict:
+  """Writes sweep.csv, sweep.md, sweep.png and (once the oracle runs are in) correlations.json."""
+  results, depth, out = sweep.results(), sweep.depth, sweep.dir
+  rows = csv_rows(results)
+  tmp = out / ".sweep.csv.tmp"
+  with tmp.open("w", newline="") as f:
+    writer = csv.DictWriter(f, CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  tmp.replace(out / "sweep.csv")
+
+  by_name = {r["name"]: r for r in results}
+  baseline = by_name[BASELINE]["war"] if by_name.get(BASELINE, {}).get("status") == "ok" else None
+  table = level_table(results, depth)
+  order = [ORACLE, GREEDY, "entropy"] + list(sweep.config.sweep.criteria)
+  columns = _lines(table, order)
+  levels = sorted({k for by_k in table.values() for k in by_k})
+  text = [f"# Sweep: {len(results)} of {len(sweep.runs)} runs recorded, "
+          f"{sum(r.get('status') == 'ok' for r in results)} ok", "",
+          f"Initial checkpoint `{sweep.initial}` ({depth} blocks); WAR % on the eval split; "
+          f"unpruned: {'—' if baseline is None else f'{baseline:.2f}'}. Random: mean ± std over seeds "
+          f"{list(sweep.config.sweep.random_seeds)}.", "",
+          markdown_table(["ratio %", "k"] + columns,
+                         [[f"{100 * k / depth:.1f}", str(k)] + [_cell(table[c].get(k)) for c in columns]
+                          for k in levels]), "", "![WAR against pruning ratio](sweep.png)"]
+  singles = {r["removed_blocks"][0]: r["war"] for r in results
+             if r["criterion"] == SINGLE and r.get("status") == "ok"}
+  if singles:
+    text += ["", "## Single-block removal (the oracle's sensitivity)", "",
+             markdown_table([f"RB-{b}" for b in sorted(singles)], [[f"{singles[b]:.2f}" for b in sorted(singles)]])]
+  correlation = None
+  try:
+    correlation = correlations(sweep, sweep.single_accuracy(), baseline)
+  except Exception as e:  # noqa: BLE001 — no oracle in this sweep, or its runs are unfinished
+    text += ["", f"No correlations yet: {e}"]
+  if correlation:
+    write_json(out / "correlations.json", correlation)
+    text += ["", "## Block scores against the oracle's accuracy drop", "",
+             markdown_table(["criterion", "Spearman ρ", "Kendall τ"]
+                            + [f"overlap k={k}" for k in sweep.config.sweep.levels],
+                            [[name, _fmt(c["spearman"]), _fmt(c["kendall"])]
+                             + [f"{v:.2f}" for v in c["overlap_with_oracle"].values()]
+                             for name, c in correlation["criteria"].items()])]
+  if failed := [r for r in results if r.get("status") != "ok"]:
+    text += ["", "## Failed runs", "", *[f"- {r['name']}: {r.get('error')}" for r in failed]]
+  (out / "sweep.md").write_text("\n".join(text) + "\n")
+  if table:
+    plot(table, depth, baseline, out / "sweep.png")
+  return {"table": table, "baseline": baseline, "correlations": correlation}
+
+
+def _fmt(value: float | None) -> str:
+  return "—" if value is None else f"{value:.3f}"
+
+
+def read_csv(path) -> list[dict]:
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: run `gardener sweep` into that directory first")
+  with path.open() as f:
+    rows = list(csv.DictReader(f))
+  if rows and (missing := set(CSV_COLUMNS) - set(rows[0])):
+    raise ValueError(f"{path}: not a sweep.csv, columns {sorted(missing)} are missing")
+  return rows
+
+
+def compare_paper(directory) -> str:
+  """Markdown: the sweep's WAR next to the paper's at the ratios both have, then the single removals and
+  the entropy–drop correlation."""
+  directory = pathlib.Path(directory)
+  rows = read_csv(directory / "sweep.csv")
+  ok = [r for r in rows if r["status"] == "ok"]
+  depth = json.loads((directory / "plan.json").read_text())["depth"]
+  ours: dict[str, dict[float, list[float]]] = {}
+  for r in ok:
+    ours.setdefault(r["criterion"], {}).setdefault(round(int(r["k"]) / depth, 3), []).append(float(r["war"]))
+
+  def cell(column: str, ratio: float) -> str:
+    values = {name: _cell(ours.get(name, {}).get(ratio)) for name in PAPER_COLUMNS[column]}
+    return next(iter(values.values())) if len(set(values.values())) == 1 else ", ".join(
+        f"{name} {value}" for name, value in values.items())
+
+  body = []
+  for k, paper in PAPER_TABLE.items():
+    ratio = round(k / PAPER_DEPTH, 3)
+    body.append([f"{100 * ratio:.1f}"] + [f"{cell(c, ratio)} / {paper[c]:.2f}" for c in PAPER_COLUMNS])
+  baseline = next((float(r["war"]) for r in ok if r["criterion"] == BASELINE), None)
+  text = ["# This sweep next to the paper (UCF101, VideoMAE-B, WAR %)", "",
+          f"Each cell: ours / paper. Ours: {depth} blocks, unpruned {'—' if baseline is None else f'{baseline:.2f}'}; "
+          f"paper: 12 blocks, unpruned {PAPER_UNPRUNED}. Ratios the sweep lacks show —. The paper's variance and std "
+          "share a column.", "", markdown_table(["ratio %", *PAPER_COLUMNS], body)]
+  singles = {int(r["removed_blocks"]): float(r["war"]) for r in ok if r["criterion"] == SINGLE}
+  if singles:
+    text += ["", "## Single-block removal, ours / paper", "",
+             markdown_table([f"RB-{b}" for b in PAPER_SINGLE],
+                            [[(f"{singles[b]:.2f}" if b in singles else "—") + f" / {PAPER_SINGLE[b]:.2f}"
+                              for b in PAPER_SINGLE]])]
+  paper_corr = rank_correlations(
+      [9.54843, 9.41702, 9.38557, 9.39459, 9.38296, 9.38941, 9.37754, 9.37866, 9.36123, 9.35138, 9.35394, 9.34871],
+      [PAPER_UNPRUNED - PAPER_SINGLE[b] for b in PAPER_SINGLE])  # SPEC §2's entropies against §6's drops
+  corr_file = directory / "correlations.json"
+  ours_corr = (json.loads(corr_file.read_text())["criteria"].get("entropy") if corr_file.is_file() else None) or {}
+  text += ["", "## Entropy against the single-removal accuracy drop", "",
+           markdown_table(["", "Spearman ρ", "Kendall τ"],
+                          [["ours", _fmt(ours_corr.get("spearman")), _fmt(ours_corr.get("kendall"))],
+                           ["paper (from SPEC §2 and §6)", _fmt(paper_corr["spearman"]), _fmt(paper_corr["kendall"])]])]
+  return "\n".join(text) + "\n"

@@ -1,0 +1,237 @@
+"""Sweeps: every criterion × pruning level from one initial checkpoint, the oracle, and their results.
+
+A sweep is a fixed, ordered plan of runs computed from the config alone, so run i is the same run in
+every process (a cluster job array passes `--run_index i`). Run i lives in DIR/runs/<name>/ and ends
+with DIR/runs/<name>/result.json, written atomically, status "ok" or "failed". A relaunch skips the
+runs that ended "ok" and retries the rest; a failed run is recorded and the sweep goes on.
+
+The plan, in order:
+  unpruned                  the initial model finetuned with nothing removed (the accuracy-drop baseline)
+  single_b<l>               block l removed alone, l = 1 … L: the oracle's sensitivity (k = 1 schedule)
+  <criterion>_k<k>[_s<s>]   every criterion at every level; random once per seed
+  oracle_k<k>               the k blocks whose single removal hurt least, all at once (SPEC §4)
+  greedy_k<k>_c<c>          optional greedy oracle: step k adds the c-th still-kept block to the
+                            best removed set of step k − 1 (step 1 is the best single removal)
+
+Runs that remove the same blocks with the same schedule train identical models: a run whose training
+matches a finished one copies its result ("reused_from") instead of training again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import time
+import traceback
+from typing import Callable
+
+from absl import logging
+
+from gardener_jax import criteria, pipeline
+from gardener_jax.checkpoint import load_tree, read_config
+
+BASELINE, SINGLE, ORACLE, GREEDY = "unpruned", "oracle_single", "oracle", "oracle_greedy"
+RESULT_FILE = "result.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  criterion: str  # a registered criterion, BASELINE, SINGLE or GREEDY
+  k: int  # blocks removed
+  seed: int = 0  # the random criterion's permutation seed
+  block: int = 0  # SINGLE: the block removed; GREEDY: the candidate's position among the kept blocks
+
+
+class Pending(RuntimeError):
+  """A run's removed set depends on runs that have not finished."""
+
+
+def plan(sweep, depth: int) -> list[Run]:
+  levels = [int(k) for k in sweep.levels]
+  if bad := [k for k in levels if not 1 <= k <= depth - 1]:
+    raise ValueError(f"sweep.levels {bad}: a level removes 1 to {depth - 1} of the {depth} blocks")
+  for name in sweep.criteria:
+    criteria.get(name)
+  if len(sweep.epochs) < depth:
+    raise ValueError(f"sweep.epochs has {len(sweep.epochs)} entries; it needs one per blocks removed, 0 … {depth - 1}")
+  runs = [Run(BASELINE, BASELINE, 0)] if sweep.baseline else []
+  if ORACLE in sweep.criteria or sweep.greedy:
+    runs += [Run(f"single_b{b}", SINGLE, 1, block=b) for b in range(1, depth + 1)]
+  for name in sweep.criteria:
+    if name != ORACLE:
+      seeds = list(sweep.random_seeds) if name == "random" else [0]
+      runs += [Run(f"{name}_k{k}" + (f"_s{s}" if name == "random" else ""), name, k, s) for k in levels for s in seeds]
+  if ORACLE in sweep.criteria:
+    runs += [Run(f"oracle_k{k}", ORACLE, k) for k in levels]
+  if sweep.greedy:
+    runs += [Run(f"greedy_k{k}_c{c}", GREEDY, k, block=c)
+             for k in range(2, max(levels) + 1) for c in range(depth - k + 1)]
+  return runs
+
+
+def write_json(path: pathlib.Path, value) -> None:
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  tmp.write_text(json.dumps(value, indent=2) + "\n")
+  tmp.replace(path)
+
+
+TrainFn = Callable[..., dict]  # (config, workdir, initial=checkpoint) → pipeline.run's summary
+
+
+class Sweep:
+  """The plan of one sweep directory and what has finished in it."""
+
+  def __init__(self, config, workdir, initial: pathlib.Path, train_fn: TrainFn = pipeline.run):
+    self.config, self.dir, self.initial, self.train_fn = config, pathlib.Path(workdir), pathlib.Path(initial), train_fn
+    self.model_config = read_config(initial)
+    self.depth = self.model_config.depth
+    self.runs = plan(config.sweep, self.depth)
+    self._params = None
+    self._rankings: dict = {}
+
+  # --- what the runs remove --------------------------------------------------------------------------
+
+  @property
+  def params(self):
+    if self._params is None:
+      self._params = load_tree(self.initial)["params"]
+    return self._params
+
+  def ranking(self, name: str, seed: int = 0) -> criteria.Ranking:
+    if (name, seed) not in self._rankings:
+      oracle = str(self.oracle_file()) if name == ORACLE else None
+      self._rankings[name, seed] = criteria.rank(self.params, self.model_config, name,
+                                                 self.config.prune.discretize, seed, oracle)
+    return self._rankings[name, seed]
+
+  def single_accuracy(self) -> dict[int, float]:
+    """WAR after removing each block alone; Pending until every single-block run has finished."""
+    singles = [r for r in self.runs if r.criterion == SINGLE]
+    if not singles:
+      raise Pending("this sweep has no single-block runs: add 'oracle' to sweep.criteria")
+    results = {r.block: self.result(r) for r in singles}
+    if missing := [f"single_b{b}" for b, res in results.items() if not _ok(res)]:
+      raise Pending(f"the oracle needs every single-block run; not finished: {', '.join(missing)}")
+    return {b: res["war"] for b, res in results.items()}
+
+  def oracle_file(self) -> pathlib.Path:
+    path = self.dir / "oracle.json"
+    write_json(path, {"metric": "war", "accuracy": {str(b): a for b, a in self.single_accuracy().items()}})
+    return path
+
+  def greedy_path(self, k: int) -> tuple[int, ...]:
+    """The greedy oracle's removed set after k steps: the best finished candidate of each step."""
+    if k == 1:
+      accuracy = self.single_accuracy()
+      return (criteria.removal_order(list(accuracy.values()), criteria.HIGHEST, list(accuracy))[0],)
+    candidates = [r for r in self.runs if r.criterion == GREEDY and r.k == k]
+    results = [self.result(r) for r in candidates]
+    if missing := [r.name for r, res in zip(candidates, results) if not _ok(res)]:
+      raise Pending(f"greedy step {k + 1} needs every step-{k} candidate; not finished: {', '.join(missing)}")
+    added = [next(b for b in res["removal_order"] if b not in self.greedy_path(k - 1)) for res in results]
+    best = criteria.removal_order([res["war"] for res in results], criteria.HIGHEST, added)[0]
+    return self.greedy_path(k - 1) + (best,)
+
+  def removal_order(self, run: Run) -> tuple[int, ...]:
+    if run.criterion == BASELINE:
+      return ()
+    if run.criterion == SINGLE:
+      return (run.block,)
+    if run.criterion == GREEDY:
+      path = self.greedy_path(run.k - 1)
+      return path + ([b for b in self.model_config.kept_blocks if b not in path][run.block],)
+    return tuple(self.ranking(run.criterion, run.seed).removal_order[:run.k])
+
+  # --- results ---------------------------------------------------------------------------------------
+
+  def run_dir(self, run: Run) -> pathlib.Path:
+    return self.dir / "runs" / run.name
+
+  def result(self, run: Run) -> dict | None:
+    path = self.run_dir(run) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+  def _training_key(self, removed, k: int) -> list:
+    return [sorted(removed), int(self.config.sweep.epochs[k]), int(self.config.seed)]
+
+  def _finished_training(self, key) -> dict | None:
+    for run in self.runs:
+      result = self.result(run)
+      if _ok(result) and result["training_key"] == key and not result.get("reused_from"):
+        return result
+    return None
+
+  def _train(self, run: Run, removed) -> dict:
+    config = self.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.prune.criterion = "explicit" if removed else "none"
+      config.prune.blocks = ",".join(map(str, removed))
+      config.train.epochs = int(config.sweep.epochs[run.k])
+    summary = self.train_fn(config, self.run_dir(run), initial=self.initial)
+    if not self.config.sweep.keep_checkpoints:
+      for path in ("final", "pruned/params", "finetune/checkpoints", "finetune/best"):
+        shutil.rmtree(self.run_dir(run) / path, ignore_errors=True)
+    return {**{k: summary["metrics"][k] for k in ("war", "uar", "top1", "top5")},
+            "params": summary["params"], "gflops": summary["gflops"]}
+
+  def execute(self, run: Run) -> dict:
+    """Runs `run` unless it finished before; returns its result (also written to its result.json)."""
+    if _ok(previous := self.result(run)):
+      return previous
+    start = time.perf_counter()
+    record = {"name": run.name, "criterion": run.criterion, "k": run.k, "ratio": run.k / self.depth, "seed": run.seed}
+    try:
+      order = self.removal_order(run)
+      key = self._training_key(order, run.k)
+      record.update(removal_order=list(order), removed_blocks=sorted(order), training_key=key,
+                    epochs=int(self.config.sweep.epochs[run.k]))
+      if same := self._finished_training(key):
+        record.update({m: same[m] for m in ("war", "uar", "top1", "top5", "params", "gflops")},
+                      reused_from=same["name"])
+      else:
+        logging.info("run %s: removing blocks %s", run.name, sorted(order) or "none")
+        record.update(self._train(run, order))
+      record["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 — a failed run is recorded; SIGTERM and ^C still stop the sweep
+      logging.error("run %s failed: %s", run.name, e)
+      record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+    record["seconds"] = time.perf_counter() - start
+    self.run_dir(run).mkdir(parents=True, exist_ok=True)
+    write_json(self.run_dir(run) / RESULT_FILE, record)
+    return record
+
+  def results(self) -> list[dict]:
+    return [r for r in map(self.result, self.runs) if r is not None]
+
+
+def _ok(result: dict | None) -> bool:
+  return result is not None and result.get("status") == "ok"
+
+
+def prepare(config, workdir, train_fn: TrainFn = pipeline.run) -> Sweep:
+  """Builds the data and the initial checkpoint (once, before a job array starts) and writes plan.json."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  sweep = Sweep(config, workdir, pipeline.initial_stage(config, workdir), train_fn)
+  write_json(workdir / "plan.json", {"initial": str(sweep.initial), "depth": sweep.depth,
+                                      "runs": [dataclasses.asdict(r) for r in sweep.runs]})
+  return sweep
+
+
+def open_sweep(config, workdir, train_fn: TrainFn = pipeline.run) -> Sweep:
+  plan_file = pathlib.Path(workdir) / "plan.json"
+  if not plan_file.is_file():
+    raise FileNotFoundError(f"{plan_file} not found: run the sweep once with --prepare (or without --run_index)")
+  return Sweep(config, workdir, json.loads(plan_file.read_text())["initial"], train_fn)
+
+
+def run_all(sweep: Sweep) -> list[dict]:
+  for i, run in enumerate(sweep.runs):
+    result = sweep.execute(run)
+    logging.info("[%d/%d] %s: %s", i + 1, len(sweep.runs), run.name,
+                 f"WAR {result['war']:.2f}" if _ok(result) else result.get("error"))
+  return sweep.results()

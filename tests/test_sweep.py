@@ -1,0 +1,215 @@
+"""Sweeps: the plan, resume, run index, failure records, the oracle's top-k and greedy sets, the tables,
+the correlations against scipy, the paper comparison, and one real sweep at toy size."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+from scipy import stats
+
+from gardener_jax import cli, compare, criteria, sweep
+from gardener_jax.checkpoint import save_checkpoint
+from gardener_jax.models import ModelConfig, init_params
+
+DEPTH = 4
+# Fake finetuning: WAR = 90 − the cost of each removed block, and 30 more when blocks 1 and 2 both go,
+# so the oracle (best singles, all at once) takes {1, 2} at k = 2 and the greedy oracle does not.
+COST = {1: 1.0, 2: 2.0, 3: 5.0, 4: 9.0}
+
+
+def _fake_finetune(calls, fail=()):
+  def train_fn(config, workdir, initial):
+    removed = [int(b) for b in config.prune.blocks.split(",") if b]
+    calls.append((workdir.name, tuple(sorted(removed)), config.train.epochs))
+    if tuple(sorted(removed)) in fail:
+      raise RuntimeError(f"injected failure for {removed}")
+    war = 90.0 - sum(COST[b] for b in removed) - (30.0 if {1, 2} <= set(removed) else 0.0)
+    return {"metrics": {"war": war, "uar": war - 1, "top1": war, "top5": 100.0}, "params": 1000 - 100 * len(removed),
+            "gflops": 1.0 - 0.2 * len(removed)}
+  return train_fn
+
+
+def _config(checkpoint, **sweep_overrides) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      seed=0, init=dict(source=str(checkpoint)), prune=dict(criterion="entropy", discretize="hist:64", blocks=""),
+      train=dict(epochs=0),
+      sweep={**dict(criteria=("entropy", "random", "l1", "oracle"), levels=(1, 2, 3), random_seeds=(0, 1),
+                    baseline=True, greedy=True, keep_checkpoints=False, epochs=(3, 3, 4, 5)), **sweep_overrides}))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  path = tmp_path_factory.mktemp("initial") / "checkpoint"
+  model = ModelConfig(width=32, depth=DEPTH, num_heads=2, mlp_dim=64, num_classes=3, num_frames=4, image_size=32)
+  save_checkpoint(path, init_params(model, 3), model)
+  return path
+
+
+def test_the_plan_is_fixed_by_the_config(checkpoint):
+  runs = sweep.plan(_config(checkpoint).sweep, DEPTH)
+  names = [r.name for r in runs]
+  assert names[:5] == ["unpruned", "single_b1", "single_b2", "single_b3", "single_b4"]
+  assert names[5:8] == ["entropy_k1", "entropy_k2", "entropy_k3"]
+  assert names[8:14] == ["random_k1_s0", "random_k1_s1", "random_k2_s0", "random_k2_s1", "random_k3_s0", "random_k3_s1"]
+  assert names[17:20] == ["oracle_k1", "oracle_k2", "oracle_k3"]
+  assert names[20:] == ["greedy_k2_c0", "greedy_k2_c1", "greedy_k2_c2", "greedy_k3_c0", "greedy_k3_c1"]
+  with pytest.raises(ValueError, match=r"sweep.levels \[4\]"):
+    sweep.plan(_config(checkpoint, levels=(1, 4)).sweep, DEPTH)
+  with pytest.raises(ValueError, match="unknown criterion 'entorpy'"):
+    sweep.plan(_config(checkpoint, criteria=("entorpy",)).sweep, DEPTH)
+  with pytest.raises(ValueError, match="sweep.epochs has 2 entries"):
+    sweep.plan(_config(checkpoint, epochs=(1, 2)).sweep, DEPTH)
+
+
+def test_a_sweep_records_failures_reuses_equal_trainings_and_resumes(checkpoint, tmp_path):
+  calls = []
+  job = sweep.prepare(_config(checkpoint), tmp_path, _fake_finetune(calls, fail={(3,)}))
+  results = {r["name"]: r for r in sweep.run_all(job)}
+  assert len(results) == len(job.runs) == 25
+
+  # The failure is recorded, and what depends on it waits: the oracle needs every single removal.
+  assert results["single_b3"]["status"] == "failed" and "injected failure for [3]" in results["single_b3"]["error"]
+  assert results["oracle_k1"]["status"] == "failed" and "single_b3" in results["oracle_k1"]["error"]
+  assert results["greedy_k2_c0"]["status"] == "failed"
+  assert results["entropy_k3"]["status"] == "ok"  # the others went on
+
+  # Equal removed sets with equal schedules train once.
+  trained = [c for c in calls if c[1] != (3,)]
+  assert len(trained) == len({c[1] for c in trained})
+  k1 = [r for r in results.values() if r["k"] == 1 and r["status"] == "ok" and r["criterion"] != "oracle_single"]
+  assert k1 and all(r["reused_from"].startswith("single_b") for r in k1)
+  assert all(r["epochs"] == (3, 3, 4, 5)[r["k"]] for r in results.values() if "epochs" in r)
+
+  # Relaunch: finished runs are skipped, failed ones retried (the failure is gone now).
+  calls.clear()
+  job = sweep.open_sweep(_config(checkpoint), tmp_path, _fake_finetune(calls))
+  results = {r["name"]: r for r in sweep.run_all(job)}
+  assert all(r["status"] == "ok" for r in results.values()), [r.get("error") for r in results.values()]
+  retried = {c[0] for c in calls}
+  assert "single_b3" in retried and "entropy_k3" not in retried and "unpruned" not in retried
+
+  # The oracle: the k blocks whose single removal hurt least, all at once; greedy avoids the bad pair.
+  assert [results[f"oracle_k{k}"]["removed_blocks"] for k in (1, 2, 3)] == [[1], [1, 2], [1, 2, 3]]
+  assert results["oracle_k2"]["war"] == 90 - 1 - 2 - 30
+  greedy = compare.level_table(list(results.values()), DEPTH)["oracle_greedy"]
+  assert greedy == {2: [90 - 1 - 5], 3: [90 - 1 - 5 - 9]}  # {1, 3}, then {1, 3, 4}: 1 and 2 never together
+  assert json.loads((tmp_path / "oracle.json").read_text())["accuracy"] == {"1": 89.0, "2": 88.0, "3": 85.0,
+                                                                            "4": 81.0}
+  # The entropy runs remove what `gardener prune` would.
+  entropy = criteria.rank(job.params, job.model_config, "entropy", "hist:64")
+  assert results["entropy_k2"]["removal_order"] == entropy.removal_order[:2]
+
+
+def test_run_index_runs_one_run_alone(checkpoint, tmp_path):
+  config = _config(checkpoint)
+  calls = []
+  sweep.prepare(config, tmp_path, _fake_finetune(calls))
+  plan = json.loads((tmp_path / "plan.json").read_text())
+  assert [r["name"] for r in plan["runs"]] == [r.name for r in sweep.plan(config.sweep, DEPTH)]
+  job = sweep.open_sweep(config, tmp_path, _fake_finetune(calls))
+  index = [r.name for r in job.runs].index("l1_k2")
+  assert job.execute(job.runs[index])["status"] == "ok"
+  assert [c[0] for c in calls] == ["l1_k2"]
+  assert sorted(p.parent.name for p in (tmp_path / "runs").glob("*/result.json")) == ["l1_k2"]
+  oracle = job.execute(job.runs[[r.name for r in job.runs].index("oracle_k2")])
+  assert oracle["status"] == "failed" and "the oracle needs every single-block run" in oracle["error"]
+  with pytest.raises(FileNotFoundError, match="plan.json"):
+    sweep.open_sweep(config, tmp_path / "elsewhere")
+
+
+def test_tables_correlations_and_the_paper_comparison(checkpoint, tmp_path):
+  job = sweep.prepare(_config(checkpoint, greedy=False), tmp_path, _fake_finetune([]))
+  sweep.run_all(job)
+  compare.write(job)
+
+  with (tmp_path / "sweep.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == len(job.runs) and list(rows[0]) == compare.CSV_COLUMNS
+  row = next(r for r in rows if r["run"] == "oracle_k2")
+  assert (row["removed_blocks"], float(row["war"]), float(row["ratio"])) == ("1 2", 57.0, 0.5)
+
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| ratio % | k | oracle | entropy | random | l1 |" in table
+  random_k2 = [float(r["war"]) for r in rows if r["criterion"] == "random" and r["k"] == "2"]
+  assert f"| {np.mean(random_k2):.2f} ± {np.std(random_k2, ddof=1):.2f} |" in table
+  assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+  corr = json.loads((tmp_path / "correlations.json").read_text())
+  drop = [90.0 - (90.0 - COST[b]) for b in range(1, DEPTH + 1)]  # unpruned WAR − single-removal WAR
+  entropy = criteria.rank(job.params, job.model_config, "entropy", "hist:64").scores
+  assert corr["criteria"]["entropy"]["spearman"] == pytest.approx(stats.spearmanr(entropy, drop).statistic)
+  assert corr["criteria"]["entropy"]["kendall"] == pytest.approx(stats.kendalltau(entropy, drop).statistic)
+  kurtosis_free = corr["criteria"]["l1"]
+  l1 = criteria.rank(job.params, job.model_config, "l1").removal_order
+  assert kurtosis_free["overlap_with_oracle"] == {str(k): len(set(l1[:k]) & set([1, 2, 3][:k])) / k for k in (1, 2, 3)}
+  assert set(corr["criteria"]) == {"entropy", "l1", "random (seed 0)", "random (seed 1)"}
+
+  assert cli.main(["compare-paper", str(tmp_path)]) == 0
+  text = (tmp_path / "compare_paper.md").read_text()
+  entropy_k1 = next(float(r["war"]) for r in rows if r["run"] == "entropy_k1")
+  assert "| 25.0 | " in text and f"{entropy_k1:.2f} / 85.54" in text  # 1 of 4 blocks ↔ the paper's 3 of 12
+  assert "| paper (from SPEC §2 and §6) | 0.755 | 0.667 |" in text
+
+
+def test_rank_correlations_match_scipy_and_the_spec():
+  entropy = [9.54843, 9.41702, 9.38557, 9.39459, 9.38296, 9.38941, 9.37754, 9.37866, 9.36123, 9.35138, 9.35394,
+             9.34871]
+  drop = [91.78 - a for a in compare.PAPER_SINGLE.values()]
+  c = compare.rank_correlations(entropy, drop)
+  assert c["spearman"] == pytest.approx(0.7552447552, abs=1e-9) and c["kendall"] == pytest.approx(2 / 3, abs=1e-12)
+  assert c["spearman_p"] == pytest.approx(stats.spearmanr(entropy, drop).pvalue)
+  assert compare.rank_correlations([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])["spearman"] is None
+
+
+def test_compare_paper_names_a_missing_sweep(tmp_path, capsys):
+  assert cli.main(["compare-paper", str(tmp_path)]) == 1
+  assert "sweep.csv not found" in capsys.readouterr().err
+
+
+def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
+  """configs/sweep_demo.py shrunk: pretrain, score, prune, finetune and collect, through `gardener sweep`."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  overrides = [
+      f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.config=tiny", "--config.data.image_size=32",
+      "--config.data.num_frames=4", "--config.data.num_clips=1", "--config.data.classes=('square_right','square_left')",
+      "--config.pretrain.classes=('square_down','square_up')", "--config.pretrain.train.epochs=1",
+      "--config.pretrain.train.batch_size=4", "--config.train.batch_size=4", "--config.model.width=32",
+      "--config.model.depth=3", "--config.model.mlp_dim=64", "--config.sweep.criteria=('entropy','random','oracle')",
+      "--config.sweep.levels=(1,2)", "--config.sweep.random_seeds=(0,1)", "--config.sweep.epochs=(1,1,1)"]
+  command = [sys.executable, "-m", "gardener_jax", "sweep", "--config", os.path.join(root, "configs", "sweep_demo.py"),
+             "--workdir", str(tmp_path / "sweep"), *overrides]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  rows = list(csv.DictReader((tmp_path / "sweep" / "sweep.csv").open()))
+  assert [r["run"] for r in rows] == ["unpruned", "single_b1", "single_b2", "single_b3", "entropy_k1", "entropy_k2",
+                                      "random_k1_s0", "random_k1_s1", "random_k2_s0", "random_k2_s1", "oracle_k1",
+                                      "oracle_k2"]
+  assert all(r["status"] == "ok" for r in rows) and all(0 <= float(r["war"]) <= 100 for r in rows)
+  k2 = next(r for r in rows if r["run"] == "entropy_k2")
+  assert len(k2["removed_blocks"].split()) == 2 and float(k2["gflops"]) < float(rows[0]["gflops"])
+  assert int(k2["params"]) < int(next(r for r in rows if r["run"] == "entropy_k1")["params"]) < int(rows[0]["params"])
+  for name in ("sweep.md", "sweep.png", "correlations.json", "oracle.json", "plan.json"):
+    assert (tmp_path / "sweep" / name).is_file(), name
+  assert not (tmp_path / "sweep" / "runs" / "entropy_k2" / "final").exists()  # keep_checkpoints=False
+
+  again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and "removing blocks" not in again.stderr  # every run is skipped
+
+
+@pytest.mark.parametrize("name, runs", [("sweep_demo", 1 + 12 + 14 * 6 + 6),
+                                        ("sweep_ucf101_vitb", 1 + 12 + 12 * 6 + 6)])
+def test_the_sweep_configs_plan_every_criterion_at_six_levels(name, runs):
+  import importlib
+
+  config = importlib.import_module(f"configs.{name}").get_config()
+  plan = sweep.plan(config.sweep, 12)
+  assert len(plan) == runs
+  assert {r.k for r in plan if r.criterion == "entropy"} == {1, 3, 5, 7, 9, 11}
+  assert sum(r.criterion == "oracle_single" for r in plan) == 12
