@@ -104,3 +104,30 @@ def test_per_head_attention_gradients_match_autodiff_of_softmax():
   expected = jax.grad(lambda *a: (reference(*a) * weights).sum(), argnums=(0, 1, 2))(q, k, v)
   for a, b in zip(ours, expected):
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_lean_gelu_and_layer_norm_match_autodiff_of_the_library_ones():
+  """`gelu` and `LayerNorm` keep fewer arrays for the backward pass; values and gradients are flax's."""
+  import flax.linen as nn
+
+  from gardener_jax.models.videomae import LayerNorm, gelu
+
+  rng = np.random.default_rng(0)
+  x, weights = (jax.numpy.asarray(rng.standard_normal((2, 50, 48)) * 3 + 1, np.float32) for _ in range(2))
+  np.testing.assert_array_equal(gelu(x), jax.nn.gelu(x, approximate=False))
+  np.testing.assert_allclose(jax.grad(lambda y: (gelu(y) * weights).sum())(x),
+                             jax.grad(lambda y: (jax.nn.gelu(y, approximate=False) * weights).sum())(x), rtol=1e-6,
+                             atol=1e-6)
+
+  ours, theirs = LayerNorm(epsilon=1e-6), nn.LayerNorm(epsilon=1e-6)
+  params = {"params": {"scale": jax.numpy.asarray(rng.standard_normal(48), np.float32),
+                       "bias": jax.numpy.asarray(rng.standard_normal(48), np.float32)}}
+  assert jax.tree.map(np.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(np.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=2e-6)
+
+  def loss(module):
+    return lambda p, y: (module.apply(p, y) * weights).sum()
+
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(params, x)),
+                  jax.tree.leaves(jax.grad(loss(theirs), argnums=(0, 1))(params, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
