@@ -3,7 +3,7 @@
   python -m gardener_jax.main --config configs/demo.py --workdir runs/demo [--config.seed=1]
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from gardener_jax import pipeline
@@ -18,8 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)  # per-file chatter
+  pipeline.quiet_logging()
   if _DISTRIBUTED.value:
     import jax
 

@@ -23,6 +23,12 @@ from gardener_jax.data import builders, input_pipeline
 from gardener_jax.models import ModelConfig, init_params
 
 
+def quiet_logging() -> None:
+  """INFO logs from absl, without orbax's per-file chatter (the job and the sweep entry points)."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+
+
 def _is_checkpoint(path) -> bool:
   return (pathlib.Path(path) / CONFIG_FILE).is_file() and (pathlib.Path(path) / PARAMS_DIR).is_dir()
 

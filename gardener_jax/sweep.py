@@ -132,9 +132,9 @@ class Sweep:
     results = [self.result(r) for r in candidates]
     if missing := [r.name for r, res in zip(candidates, results) if not _ok(res)]:
       raise Pending(f"greedy step {k + 1} needs every step-{k} candidate; not finished: {', '.join(missing)}")
-    added = [next(b for b in res["removal_order"] if b not in self.greedy_path(k - 1)) for res in results]
+    added = [res["removal_order"][-1] for res in results]  # a candidate removes step k − 1's set, then one block
     best = criteria.removal_order([res["war"] for res in results], criteria.HIGHEST, added)[0]
-    return self.greedy_path(k - 1) + (best,)
+    return tuple(results[added.index(best)]["removal_order"])
 
   def removal_order(self, run: Run) -> tuple[int, ...]:
     if run.criterion == BASELINE:

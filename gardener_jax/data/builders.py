@@ -137,7 +137,7 @@ class Ucf101(_VideoBuilder, skip_registration=True):
       train, test = per_class_split(_all_videos(videos), train=70, test=10, seed=0)
     else:
       n = name.removeprefix("split_")
-      train = [line.split()[0] for line in _lines(lists / f"trainlist0{n}.txt")]
+      train = _read_list(lists / f"trainlist0{n}.txt")
       test = _lines(lists / f"testlist0{n}.txt")
     return {"train": self._generate_examples(self._labelled(videos, train)),
             "test": self._generate_examples(self._labelled(videos, test))}
