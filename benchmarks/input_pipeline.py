@@ -42,7 +42,7 @@ def plain_loader(paths, spec: ClipSpec, rng):
     example = {"frames": None, "num_frames": len(frames), "label": 0, "video_id": str(path)}
     index = sampling.train_indices(len(frames), spec.num_frames, spec.sampling_rate, rng)
     top, left, h, w = sampling.random_resized_crop_box(*frames.shape[1:3], rng)
-    clip = input_pipeline._resize(frames[index, top:top + h, left:left + w], spec.image_size, spec.image_size)
+    clip = video_io.resize(frames[index, top:top + h, left:left + w], spec.image_size, spec.image_size)
     yield sampling.normalize(clip), example["label"]
 
 

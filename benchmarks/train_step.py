@@ -52,28 +52,30 @@ FLAX_CHILD = PREAMBLE + """
 import jax, jax.numpy as jnp, ml_collections
 from gardener_jax import optim, train
 from gardener_jax.models import ModelConfig, VideoMAE, init_params
+from gardener_jax.sharding import global_batch, make_mesh, replicated
 config = ModelConfig.from_variant("vit_b", num_classes=400, remat={remat})
 params = init_params(config)
 optim_config = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
                                               clip_norm=0.0, layer_decay=1.0, accumulate=1))
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
-mesh = train.make_mesh()
-train_fn, _ = train.compile_steps(mesh, VideoMAE(config, dtype=jnp.dtype({dtype!r})), tx, schedule,
-                                  train.TrainOptions(), 400)
-state = jax.device_put(train.init_state(params, tx), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+mesh = make_mesh()
+loss_fn = train.classification_loss(VideoMAE(config, dtype=jnp.dtype({dtype!r})), 400, train.TrainOptions())
+train_fn = train.compile_train_step(mesh, loss_fn, tx, schedule)
+state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 del params
 rng = np.random.default_rng(0)
-batch = train.global_batch(mesh, dict(clips=rng.standard_normal(({batch}, 16, 224, 224, 3), np.float32),
-                                      label=rng.integers(0, 400, {batch}).astype(np.int32)))
+batch = global_batch(mesh, dict(clips=rng.standard_normal(({batch}, 16, 224, 224, 3), np.float32),
+                                label=rng.integers(0, 400, {batch}).astype(np.int32)))
+votes = global_batch(mesh, dict(v=np.zeros(jax.local_device_count(), np.int32)))["v"]
 key = jax.random.key(0)
 start = time.perf_counter()
-state, metrics = train_fn(state, batch, key); float(metrics["loss"])
+state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
 compile_seconds = time.perf_counter() - start
 first_peak = peak_rss_bytes() - before
 reset_peak_rss()
 times = []
 for _ in range({steps}):
-  start = time.perf_counter(); state, metrics = train_fn(state, batch, key); float(metrics["loss"])
+  start = time.perf_counter(); state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
   times.append(time.perf_counter() - start)
 device = jax.devices()[0]
 stats = device.memory_stats() if device.platform != "cpu" else None

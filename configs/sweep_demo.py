@@ -19,7 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.update(width=64, depth=12, num_heads=4, mlp_dim=128)
   config.data.classes = config.pretrain.classes  # finetune on the task the blocks were trained for, keeping the head
   config.pretrain.train.update(epochs=40, batch_size=32)
-  config.train.update(batch_size=32, log_every=5, eval_every_epochs=100)  # evaluate once, at the end
+  config.data.val_fraction = 0.0  # each run is evaluated once, on the test split, at the end
+  config.train.update(batch_size=32, log_every=5)
   config.optim.update(lr=5e-4, warmup_steps=10)
   config.sweep = ml_collections.ConfigDict(dict(
       criteria=CRITERIA, levels=(1, 3, 5, 7, 9, 11), random_seeds=(0, 1, 2), baseline=True, greedy=False,

@@ -11,38 +11,19 @@ leaves a half-written checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
-import shutil
-import uuid
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gardener_jax.files import atomic_directory
 from gardener_jax.models import ModelConfig, VideoMAE
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
-
-
-@contextlib.contextmanager
-def atomic_directory(out: str | pathlib.Path, overwrite: bool = False):
-  """Yields a temporary sibling of `out` to fill; renames it to `out` only if the block succeeds."""
-  out = pathlib.Path(out).absolute()
-  if out.exists() and not overwrite:
-    raise FileExistsError(f"{out} already exists; choose another output or allow overwriting")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-  tmp.mkdir()
-  try:
-    yield tmp
-    if out.exists():
-      shutil.rmtree(out)
-    tmp.rename(out)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_checkpoint(directory: pathlib.Path, params, config: ModelConfig, carried=None):
@@ -84,6 +65,18 @@ def load_checkpoint(directory) -> tuple[VideoMAE, dict, ModelConfig]:
   config = read_config(directory)
   params = jax.device_put(load_tree(directory)["params"])
   return VideoMAE(config), params, config
+
+
+def cast_floats(params, dtype):
+  """`params` as numpy arrays, every floating leaf (bfloat16 included) cast to `dtype`."""
+  def cast(x):
+    x = np.asarray(x)
+    return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  return jax.tree.map(cast, params)
+
+
+def floating_dtypes(params) -> list[str]:
+  return sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)})
 
 
 def count_params(params) -> int:

@@ -13,8 +13,9 @@ import numpy as np
 from scipy import stats
 
 from gardener_jax import criteria
+from gardener_jax.files import atomic_path, write_json
 from gardener_jax.report import markdown_table
-from gardener_jax.sweep import BASELINE, GREEDY, ORACLE, SINGLE, Pending, Sweep, write_json
+from gardener_jax.sweep import BASELINE, GREEDY, ORACLE, SINGLE, Pending, Sweep
 
 CSV_COLUMNS = ["run", "criterion", "k", "ratio", "seed", "removed_blocks", "war", "uar", "top1", "top5", "params",
                "gflops", "epochs", "status", "reused_from", "error"]
@@ -144,12 +145,10 @@ def write(sweep: Sweep) -> dict:
   """Writes sweep.csv, sweep.md, sweep.png and (once the oracle runs are in) correlations.json."""
   results, depth, out = sweep.results(), sweep.depth, sweep.dir
   rows = csv_rows(results)
-  tmp = out / ".sweep.csv.tmp"
-  with tmp.open("w", newline="") as f:
+  with atomic_path(out / "sweep.csv") as tmp, tmp.open("w", newline="") as f:
     writer = csv.DictWriter(f, CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-  tmp.replace(out / "sweep.csv")
 
   by_name = {r["name"]: r for r in results}
   baseline = by_name[BASELINE]["war"] if by_name.get(BASELINE, {}).get("status") == "ok" else None

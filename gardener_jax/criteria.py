@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gardener_jax.entropy import (BlockEntropy, Discretization, block_entropy, scored_blocks, scored_matrices,
-                                  union_entropy_matrix)
+from gardener_jax.entropy import (BlockEntropy, Discretization, block_entropy, mutual_information_matrix,
+                                  scored_blocks, scored_matrices)
 from gardener_jax.models import ModelConfig
 
 LOWEST, HIGHEST = "lowest", "highest"
@@ -110,10 +110,7 @@ criterion("value_entropy", LOWEST, "Shannon entropy of |w| / ‖w‖₁")(_per_b
 @criterion("mutual_information", HIGHEST,
            "Σ_k MI(j, k), MI = H_j + H_k − H(j ∪ k), min-max normalised off the diagonal and again per block")
 def _mutual_information(inputs):
-  stats = inputs.entropy
-  h = stats.entropy.astype(np.float64)
-  mi = h[:, None] + h[None, :] - union_entropy_matrix(inputs.params, stats, inputs.discretization)
-  return mutual_information_scores(mi)
+  return mutual_information_scores(mutual_information_matrix(inputs.params, inputs.entropy, inputs.discretization))
 
 
 def mutual_information_scores(mi: np.ndarray) -> np.ndarray:

@@ -188,15 +188,54 @@ def block_entropy(params, discretization: Discretization | str = "exact") -> Blo
   return BlockEntropy(entropy, np.asarray(distinct), num_weights, "sort", None)
 
 
-def union_entropy_matrix(params, stats: BlockEntropy, discretization: Discretization | str = "exact") -> np.ndarray:
-  """H(j ∪ k): the number entropy of blocks j and k's weights taken together, (depth, depth)."""
+@functools.partial(jax.jit, static_argnums=1)
+def _pair_histograms_on_common_range(blocks, bins: int, pairs):
+  """For each pair (j, k): (2, bins) counts of block j's and block k's weights on `bins` equal-width
+  bins over the pair's common [min, max] — one grid for both, so that their counts can be added."""
+  matrices = [jax.vmap(_as_float32)(m) for m in scored_matrices(blocks)]
+  lo = jnp.min(jnp.stack([m.min(axis=1) for m in matrices]), axis=0)
+  hi = jnp.max(jnp.stack([m.max(axis=1) for m in matrices]), axis=0)
+  grid = Discretization("hist", bins)
+
+  def one_pair(pair):
+    j, k = pair[0], pair[1]
+    pair_lo, pair_hi = jnp.minimum(lo[j], lo[k]), jnp.maximum(hi[j], hi[k])
+    def counts(block):
+      histogram = jnp.zeros(bins, jnp.int32)
+      for m in matrices:
+        histogram = histogram.at[_codes(m[block], grid, pair_lo, pair_hi)].add(1)
+      return histogram
+    return jnp.stack([counts(j), counts(k)])
+
+  return jax.lax.map(one_pair, pairs)
+
+
+def mutual_information_matrix(params, stats: BlockEntropy, discretization: Discretization | str = "exact"
+                              ) -> np.ndarray:
+  """MI(j, k) = H_j + H_k − H(j ∪ k), (depth, depth), H(j ∪ k) the number entropy of blocks j and k's
+  weights taken together. Every term of a pair is counted on one grid: the distinct values or the
+  float16/bfloat16 grid (shared by every block), or for `hist:K` K bins over the pair's common
+  [min, max] (each block's own bins would cover different ranges and could not be added)."""
+  if isinstance(discretization, str):
+    discretization = Discretization.parse(discretization)
   depth, total = len(stats.entropy), 2 * stats.num_weights
+  h = stats.entropy.astype(np.float64)
+  if discretization.kind == "hist":
+    pairs = np.array([(j, k) for j in range(depth) for k in range(j, depth)], np.int32)
+    counts = np.asarray(_pair_histograms_on_common_range(scored_blocks(params), discretization.bins, pairs))
+    h_pair = entropy_of_counts(counts.reshape(-1, counts.shape[-1])).reshape(len(pairs), 2)
+    h_union = entropy_of_counts(counts.sum(axis=1, dtype=np.int64))
+    mi = np.zeros((depth, depth))
+    for (j, k), (h_j, h_k), union in zip(pairs, h_pair, h_union):
+      mi[j, k] = mi[k, j] = h_j + h_k - union
+    return mi
   if stats.histograms is not None:
     counts = stats.histograms.astype(np.int64)
-    return np.stack([entropy_of_counts(counts[j] + counts) for j in range(depth)])
-  blocks = scored_blocks(params)
-  union = np.diag(stats.entropy).astype(np.float64)  # a block with itself: its own entropy
-  for j in range(depth):
-    for k in range(j + 1, depth):
-      union[j, k] = union[k, j] = np.log(total) - float(_sorted_union_terms(blocks, j, k)) / total
-  return union
+    union = np.stack([entropy_of_counts(counts[j] + counts) for j in range(depth)])
+  else:
+    blocks = scored_blocks(params)
+    union = np.diag(h)  # a block with itself: its own entropy
+    for j in range(depth):
+      for k in range(j + 1, depth):
+        union[j, k] = union[k, j] = np.log(total) - float(_sorted_union_terms(blocks, j, k)) / total
+  return h[:, None] + h[None, :] - union

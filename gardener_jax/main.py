@@ -6,7 +6,7 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from gardener_jax import pipeline
+from gardener_jax import logs, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "job config (a configs/*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and reports")
@@ -18,7 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  pipeline.quiet_logging()
+  logs.quiet_logging()
   if _DISTRIBUTED.value:
     import jax
 

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from gardener_jax import criteria, report
-from gardener_jax.checkpoint import atomic_directory, count_params, load_tree, read_config, write_checkpoint
+from gardener_jax.checkpoint import count_params, load_tree, read_config, write_checkpoint
+from gardener_jax.files import atomic_directory
 from gardener_jax.models import ModelConfig
 
 
@@ -86,6 +87,7 @@ def prune_checkpoint(checkpoint, out, *, criterion: str | None = None, ratio: fl
   pruned, pruned_config = prune(params, config, chosen)
   result = {"source": str(checkpoint), "chosen_by": chosen_by, "removed_blocks": sorted(chosen),
             "removal_order": chosen, "kept_blocks": list(pruned_config.kept_blocks),
+            "original_depth": pruned_config.original_depth,
             "before": cost(params, config), "after": cost(pruned, pruned_config),
             "ranking": ranking.to_dict() if ranking else None}
   with atomic_directory(out, overwrite) as tmp:

@@ -60,7 +60,9 @@ def plot_scores(ranking: Ranking, path, removed=()) -> None:
   fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(ranking.block_ids)), 3.5), layout="constrained")
   colors = ["tab:red" if b in removed else "tab:blue" for b in ranking.block_ids]
   scores = np.asarray(ranking.scores)
-  ax.bar([str(b) for b in ranking.block_ids], scores, color=colors)
+  positions = np.arange(len(ranking.block_ids))  # block ids as tick labels (strings would be categorical units)
+  ax.bar(positions, scores, color=colors)
+  ax.set_xticks(positions, [str(b) for b in ranking.block_ids])
   span = scores.max() - scores.min()
   if span > 0 and scores.min() > 0 and span < 0.2 * scores.max():  # zoom in on close scores
     ax.set_ylim(scores.min() - 0.1 * span, scores.max() + 0.1 * span)
@@ -92,21 +94,21 @@ def prune_markdown(report: dict, ranking: Ranking | None) -> str:
 
 
 def plot_curves(history: list[dict], path) -> None:
-  """Training loss and accuracy, and eval WAR, against the step."""
+  """Training loss and accuracy, and the WAR of each evaluated split, against the step."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   train = [h for h in history if "loss" in h]
-  evals = [h for h in history if "eval_war" in h]
   fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
   left.plot([h["step"] for h in train], [h["loss"] for h in train])
   left.set_xlabel("step")
   left.set_ylabel("train loss")
   right.plot([h["step"] for h in train], [100 * h["accuracy"] for h in train], label="train accuracy (batch)")
-  if evals:
-    right.plot([h["step"] for h in evals], [h["eval_war"] for h in evals], "o-", label="eval WAR")
+  for split in ("val", "test"):
+    if evals := [h for h in history if f"{split}_war" in h]:
+      right.plot([h["step"] for h in evals], [h[f"{split}_war"] for h in evals], "o-", label=f"{split} WAR")
   right.set_xlabel("step")
   right.set_ylabel("%")
   right.legend()
@@ -114,17 +116,31 @@ def plot_curves(history: list[dict], path) -> None:
   plt.close(fig)
 
 
+def _metrics_row(name: str, m: dict) -> str:
+  return (f"| {name} | {m['war']:.2f} | {m['uar']:.2f} | {m['top1']:.2f} | {m['top5']:.2f} | "
+          f"{m['videos']} | {m['skipped']} |")
+
+
 def write_run_report(workdir, summary: dict, history: list[dict]) -> None:
   workdir = pathlib.Path(workdir)
   plot_curves(history, workdir / "curves.png")
-  m, t = summary["metrics"], summary["throughput"]
-  lines = ["# Run report", "", f"- kept blocks: {summary['kept_blocks']}",
+  t = summary["throughput"]
+  lines = ["# Run report", "", f"- kept blocks: {summary['kept_blocks']} of {summary['original_depth']}",
            f"- removed blocks: {summary['removed_blocks'] or 'none'}",
            f"- parameters: {summary['params']:,}; GFLOPs per clip: {summary['gflops']:.4g}",
-           f"- classes: {len(summary['classes'])}; steps: {summary['steps']}", "",
-           "| WAR | UAR | top-1 | top-5 | videos | train clips/s | eval clips/s |", "|---|---|---|---|---|---|---|",
-           f"| {m['war']:.2f} | {m['uar']:.2f} | {m['top1']:.2f} | {m['top5']:.2f} | {m['videos']} | "
-           f"{t['train_clips_per_sec']:.1f} | {t['eval_clips_per_sec']:.1f} |", "", "![curves](curves.png)"]
+           f"- classes: {len(summary['classes'])}; steps: {summary['steps']}; saved as {summary['saved_dtype']}",
+           f"- throughput: {t['train_clips_per_sec']:.1f} train clips/s, "
+           f"{t['eval_clips_per_sec'] or 0:.1f} eval clips/s", "",
+           "| final params on | WAR | UAR | top-1 | top-5 | videos | skipped (unreadable) |",
+           "|---|---|---|---|---|---|---|"]
+  if validation := summary["validation"]:
+    lines.append(_metrics_row("validation", validation["final"]))
+  if summary["metrics"] and summary["metrics"]["split"] == "test":
+    lines.append(_metrics_row("test", summary["metrics"]))
+  if validation:
+    lines += ["", f"Validation: {validation['source']}; `best/` holds step {validation['best_step']}, the best "
+              "validation WAR. The test split is evaluated once, on the final params."]
+  lines += ["", "![curves](curves.png)"]
   if summary.get("pruning"):
     lines += ["", f"Pruning: {summary['pruning']['chosen_by']}; see `pruned/prune_report.md`."]
   (workdir / "report.md").write_text("\n".join(lines) + "\n")

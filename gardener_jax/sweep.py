@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
 import time
@@ -32,6 +31,7 @@ from absl import logging
 
 from gardener_jax import criteria, pipeline
 from gardener_jax.checkpoint import load_tree, read_config
+from gardener_jax.files import write_json
 
 BASELINE, SINGLE, ORACLE, GREEDY = "unpruned", "oracle_single", "oracle", "oracle_greedy"
 RESULT_FILE = "result.json"
@@ -71,12 +71,6 @@ def plan(sweep, depth: int) -> list[Run]:
     runs += [Run(f"greedy_k{k}_c{c}", GREEDY, k, block=c)
              for k in range(2, max(levels) + 1) for c in range(depth - k + 1)]
   return runs
-
-
-def write_json(path: pathlib.Path, value) -> None:
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(json.dumps(value, indent=2) + "\n")
-  tmp.replace(path)
 
 
 TrainFn = Callable[..., dict]  # (config, workdir, initial=checkpoint) → pipeline.run's summary

@@ -10,7 +10,7 @@
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gardener_jax import compare, pipeline, sweep
+from gardener_jax import compare, logs, sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config (a configs/sweep_*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "the sweep directory: plan, runs/<name>/ and the tables")
@@ -23,7 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  pipeline.quiet_logging()
+  logs.quiet_logging()
   if sum([_PREPARE.value, _COLLECT.value, _RUN_INDEX.value is not None]) > 1:
     raise app.UsageError("give at most one of --prepare, --run_index and --collect")
   config, workdir = _CONFIG.value, _WORKDIR.value

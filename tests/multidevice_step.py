@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from gardener_jax import optim, train  # noqa: E402
 from gardener_jax.models import ModelConfig, VideoMAE, init_params  # noqa: E402
+from gardener_jax.sharding import global_batch, make_mesh, replicated  # noqa: E402
 
 
 def main(out):
@@ -25,10 +26,12 @@ def main(out):
   optim_config = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
                                                 clip_norm=1.0, layer_decay=0.75, accumulate=1))
   tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 10)
-  mesh = train.make_mesh()
-  train_fn, _ = train.compile_steps(mesh, VideoMAE(config), tx, schedule, train.TrainOptions(label_smoothing=0.1), 5)
-  state = jax.device_put(train.init_state(params, tx), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  state, metrics = train_fn(state, train.global_batch(mesh, batch), jax.random.key(0))
+  mesh = make_mesh()
+  loss_fn = train.classification_loss(VideoMAE(config), 5, train.TrainOptions(label_smoothing=0.1))
+  step = train.compile_train_step(mesh, loss_fn, tx, schedule)
+  state = jax.device_put(train.init_state(params, tx), replicated(mesh))
+  votes = global_batch(mesh, {"votes": np.zeros(jax.local_device_count(), np.int32)})["votes"]
+  state, metrics = step(state, global_batch(mesh, batch), jax.random.key(0), votes)
   flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(state.params)}
   np.savez(out, loss=np.asarray(metrics["loss"]), grad_norm=np.asarray(metrics["grad_norm"]),
            devices=jax.device_count(), **flat)

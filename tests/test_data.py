@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gardener_jax.data import builders, input_pipeline, sampling, synthetic, video_io
+from gardener_jax.data import builders, input_pipeline, sampling, sources, synthetic, video_io
 from gardener_jax.data.input_pipeline import ClipSpec
 
 SPEC = ClipSpec(num_frames=4, sampling_rate=2, image_size=32)
@@ -54,13 +54,13 @@ def test_video_folder_with_split_lists_and_a_corrupt_file(tmp_path):
   (root / "splits" / "train.txt").write_text("jump/v_jump_0.mp4\njump/v_jump_1.avi\nrun/v_run_0.mp4\nrun/broken.mp4\n")
   (root / "splits" / "test.txt").write_text("walk/v_walk_2.mp4 2\nrun/v_run_1.avi\n")
   builders.build("video_folder", tmp_path / "data", manual_dir=root)
-  train, info = input_pipeline.open_split(tmp_path / "data", "video_folder", "train")
+  train, info = sources.open_split(tmp_path / "data", "video_folder", "train")
   assert info.features["label"].names == ["jump", "run", "walk"]
   assert len(train) == 3  # the broken video is skipped
   by_id = {train[i]["video_id"].decode(): train[i] for i in range(len(train))}
   assert by_id["jump/v_jump_1.avi"]["num_frames"] == 16 and by_id["run/v_run_0.mp4"]["label"] == 1
   assert len(by_id["jump/v_jump_1.avi"]["frames"]) == 16
-  test, _ = input_pipeline.open_split(tmp_path / "data", "video_folder", "test")
+  test, _ = sources.open_split(tmp_path / "data", "video_folder", "test")
   assert sorted(test[i]["video_id"].decode() for i in range(len(test))) == ["run/v_run_1.avi", "walk/v_walk_2.mp4"]
 
 
@@ -73,7 +73,7 @@ def test_ucf101_and_hmdb51_layouts(tmp_path):
   (lists / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_0.mp4 1\nArchery/v_Archery_0.mp4 2\n")
   (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_1.avi\nArchery/v_Archery_1.avi\n")
   builders.build("ucf101", tmp_path / "data", "split_1", manual_dir=ucf)
-  test, info = input_pipeline.open_split(tmp_path / "data", "ucf101", "test", "split_1")
+  test, info = sources.open_split(tmp_path / "data", "ucf101", "test", "split_1")
   assert info.features["label"].names == ["ApplyEyeMakeup", "Archery"]
   assert sorted(int(test[i]["label"]) for i in range(len(test))) == [0, 1]
 
@@ -84,9 +84,9 @@ def test_ucf101_and_hmdb51_layouts(tmp_path):
     (hmdb / "testTrainMulti_7030_splits" / f"{name}_test_split1.txt").write_text(
         f"v_{name}_0.avi 1 \nv_{name}_1.avi 2 \nv_{name}_2.avi 0 \n")
   builders.build("hmdb51", tmp_path / "data", "split_1", manual_dir=hmdb)
-  train, info = input_pipeline.open_split(tmp_path / "data", "hmdb51", "train", "split_1")
+  train, info = sources.open_split(tmp_path / "data", "hmdb51", "train", "split_1")
   assert info.features["label"].names == ["brush_hair", "cartwheel"] and len(train) == 2
-  assert len(input_pipeline.open_split(tmp_path / "data", "hmdb51", "test", "split_1")[0]) == 2
+  assert len(sources.open_split(tmp_path / "data", "hmdb51", "test", "split_1")[0]) == 2
 
 
 def test_per_class_split_is_fixed_and_disjoint():
@@ -94,15 +94,29 @@ def test_per_class_split_is_fixed_and_disjoint():
   train, test = builders.per_class_split(videos, train=7, test=2, seed=0)
   assert len(train) == 21 and len(test) == 6 and not set(train) & set(test)
   assert (train, test) == builders.per_class_split(list(reversed(videos)), train=7, test=2, seed=0)
-  with pytest.raises(ValueError, match="class 'c0' has 12 videos; the split needs 70 \\+ 10"):
+  with pytest.raises(ValueError, match="class 'c0' has 12 videos in 12 groups; the split needs 70 \\+ 10"):
     builders.per_class_split(videos, train=70, test=10, seed=0)
+
+
+def test_gardener_70_10_keeps_each_ucf101_group_on_one_side():
+  # UCF101's layout: 25 groups per class, 4 to 7 clips each (v_<Class>_g<group>_c<clip>.avi)
+  rng = np.random.default_rng(0)
+  videos = [f"{c}/v_{c}_g{g:02d}_c{i:02d}.avi" for c in ("Archery", "Biking", "Diving") for g in range(1, 26)
+            for i in range(1, int(rng.integers(4, 8)) + 1)]
+  train, test = builders.per_class_split(videos, train=70, test=10, seed=0)
+  assert len(train) == 3 * 70 and len(test) == 3 * 10
+
+  def groups(paths):
+    return {(p.split("/")[0], builders.video_group(p)) for p in paths}
+  assert groups(train) and not groups(train) & groups(test)
+  assert builders.video_group("Archery/v_Archery_g08_c03.avi") == "08"
 
 
 @pytest.fixture(scope="module")
 def synthetic_source(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("data")
   builders.build("synthetic_motion", data_dir, "tiny")
-  return input_pipeline.open_split(data_dir, "synthetic_motion", "train")[0], data_dir
+  return sources.open_split(data_dir, "synthetic_motion", "train")[0], data_dir
 
 
 def _batches(pipeline, n):
@@ -140,3 +154,23 @@ def test_corrupt_stored_frames_are_counted_and_skipped(synthetic_source):
   pipeline = input_pipeline.train_pipeline(examples, SPEC, batch_size=3, seed=0, num_epochs=1)
   batches = list(pipeline)
   assert len(batches) == 1 and pipeline.skipped.count == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_restored_train_stream_continues_exactly_after_skipped_videos(synthetic_source, workers):
+  source, _ = synthetic_source
+  examples = [source[i] for i in range(len(source))]
+  examples[5] = {**examples[5], "frames": [b"garbage"] * len(examples[5]["frames"])}
+  pipeline = input_pipeline.train_pipeline(examples, SPEC, batch_size=3, seed=0, num_workers=workers)
+  iterator = iter(pipeline)
+  for _ in range(4):  # an epoch of 16 videos, one unreadable: 5 batches of 3
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(5)]
+  assert pipeline.skipped.count >= 1
+
+  resumed = iter(input_pipeline.train_pipeline(examples, SPEC, batch_size=3, seed=0, num_workers=workers))
+  resumed.set_state(state)
+  for want, got in zip(expected, (next(resumed) for _ in range(5)), strict=True):
+    np.testing.assert_array_equal(want["clips"], got["clips"])
+    np.testing.assert_array_equal(want["label"], got["label"])

@@ -80,8 +80,9 @@ def test_job_converts_a_random_huggingface_model(tmp_path):
 
   config = ml_collections.ConfigDict(dict(seed=0, init=dict(source="random_hf", variant="", num_heads=None,
                                                                num_frames=None, image_size=None),
-                                          model=dict(width=32, depth=2, num_heads=4, mlp_dim=64, num_frames=4,
-                                                     image_size=32, patch_size=16, tubelet_size=2, num_classes=5)))
+                                          data=dict(num_frames=4, image_size=32),
+                                          model=dict(width=32, depth=2, num_heads=4, mlp_dim=64, patch_size=16,
+                                                     tubelet_size=2, num_classes=5)))
   checkpoint = pipeline.convert_stage(config, tmp_path)
   assert checkpoint == tmp_path / "checkpoint" and pipeline.convert_stage(config, tmp_path) == checkpoint
   torch_model = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "torch_hf").eval()

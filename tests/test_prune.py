@@ -13,7 +13,7 @@ from gardener_jax.checkpoint import read_config
 from gardener_jax.cli import main as gardener
 from gardener_jax.models import ModelConfig
 from tests import factories
-from tools.convert_torch import HF, convert, export
+from tools.convert_torch import HF, ORIGINAL, convert, export
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,24 @@ def test_pruned_logits_equal_the_model_with_blocks_skipped(checkpoint, tmp_path,
   hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
   assert hf.config.num_hidden_layers == 3 and hf.config.gardener_kept_blocks == [1, 3, 4]
   np.testing.assert_allclose(factories.hf_logits(hf, x), expected, atol=1e-5, rtol=0)
+
+
+def test_lineage_is_recorded_not_inferred(checkpoint, tmp_path, capsys):
+  """Blocks removed at the end leave no trace in kept_blocks: the original depth is recorded, kept by
+  repeated pruning and carried through the PyTorch formats and back."""
+  flax_ckpt, _ = checkpoint
+  assert gardener(["prune", str(flax_ckpt), "--blocks", "6", "--out", str(tmp_path / "p1")]) == 0
+  assert gardener(["prune", str(tmp_path / "p1"), "--blocks", "5", "--out", str(tmp_path / "p2")]) == 0
+  config = read_config(tmp_path / "p2")
+  assert config.kept_blocks == (1, 2, 3, 4) and config.original_depth == 6 and config.removed_blocks == (5, 6)
+  assert json.loads((tmp_path / "p2" / "prune_report.json").read_text())["original_depth"] == 6
+  for layout, out in ((HF, tmp_path / "hf"), (ORIGINAL, tmp_path / "vit.pth")):
+    export(tmp_path / "p2", out, layout)
+    convert(out, tmp_path / f"back_{layout}")
+    back = read_config(tmp_path / f"back_{layout}")
+    assert (back.kept_blocks, back.original_depth) == ((1, 2, 3, 4), 6), layout
+  with pytest.raises(ValueError, match=r"kept_blocks \[1, 3\] without original_depth"):
+    ModelConfig.from_dict({**config.to_dict(), "depth": 2, "kept_blocks": [1, 3], "original_depth": None})
 
 
 def test_prune_by_criterion_and_ratio_writes_reports(checkpoint, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from gardener_jax import criteria
-from gardener_jax.entropy import BLOCK_MATRICES, block_entropy
+from gardener_jax.entropy import BLOCK_MATRICES, block_entropy, mutual_information_matrix
 from gardener_jax.models import ModelConfig, init_params
 
 CONFIG = ModelConfig(width=32, depth=4, num_heads=4, mlp_dim=128, num_classes=5, num_frames=4, image_size=32)
@@ -145,7 +145,7 @@ def test_removal_order_directions_and_ties():
 
 
 def test_simple_criteria_and_the_oracle(tmp_path):
-  config = CONFIG.replace(depth=3, kept_blocks=(2, 5, 9))
+  config = CONFIG.replace(depth=3, kept_blocks=(2, 5, 9), original_depth=12)
   params = init_params(config)
   assert criteria.rank(params, config, "first").removal_order == [2, 5, 9]
   assert criteria.rank(params, config, "last").removal_order == [9, 5, 2]
@@ -167,3 +167,31 @@ def test_simple_criteria_and_the_oracle(tmp_path):
     criteria.rank(params, config, "oracle", oracle_file=str(oracle))
   with pytest.raises(ValueError, match="unknown criterion 'magnitude'"):
     criteria.rank(params, config, "magnitude")
+
+
+def _entropy_of(counts: np.ndarray) -> float:
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log(p)).sum())
+
+
+def test_mutual_information_under_hist_bins_each_pair_on_its_common_range():
+  w = _weights("float32", seed=5)
+  w[1] = 3 * w[0]  # block 2 is block 1 scaled by 3
+  params = _with_blocks(init_params(CONFIG), w)
+  blocks = _reference_blocks(params)
+  bins = 64
+
+  def reference_mi(j, k):
+    span = (min(blocks[j].min(), blocks[k].min()), max(blocks[j].max(), blocks[k].max()))
+    cj, ck = (np.histogram(blocks[i], bins, span)[0] for i in (j, k))
+    return _entropy_of(cj) + _entropy_of(ck) - _entropy_of(cj + ck)
+
+  expected = np.array([[reference_mi(j, k) for k in range(CONFIG.depth)] for j in range(CONFIG.depth)])
+  ours = mutual_information_matrix(params, block_entropy(params, f"hist:{bins}"), f"hist:{bins}")
+  np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9)
+  # A block with itself shares all its information; with a scaled copy, binned on one grid, far less
+  # (each block on its own range would make the copy's histogram identical, and MI(1, 2) = H_1).
+  assert ours[0, 0] == pytest.approx(_entropy_of(np.histogram(blocks[0], bins)[0]), abs=1e-9)
+  assert ours[0, 1] < ours[0, 0] - 0.5  # 2.86 against 3.59 nats
+  ranking = criteria.rank(params, CONFIG, "mutual_information", f"hist:{bins}")
+  np.testing.assert_allclose(ranking.scores, criteria.mutual_information_scores(expected), atol=1e-9)

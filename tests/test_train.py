@@ -1,5 +1,8 @@
-"""The data-parallel loop: device-count invariance, resume, SIGTERM, NaN stop, and learning."""
+"""The data-parallel loop on one process: device-count invariance, float32 master weights, the
+non-finite guard, SIGTERM and resume, final metrics from the final params, and learning."""
 
+import dataclasses
+import itertools
 import os
 import signal
 import subprocess
@@ -8,17 +11,22 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from gardener_jax import optim, pipeline, train
-from gardener_jax.data import builders, input_pipeline
-from gardener_jax.models import ModelConfig, init_params
+from gardener_jax.checkpoint import cast_floats, load_checkpoint
+from gardener_jax.data import builders, input_pipeline, sources
+from gardener_jax.evaluate import Evaluator, video_metrics
+from gardener_jax.models import VideoMAE, init_params
+from gardener_jax.sharding import global_batch, make_mesh
+from tests import factories
+from tests.train_setup import MODEL, SPEC, fit_config, splits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = ModelConfig(width=32, depth=2, num_heads=4, mlp_dim=64, num_classes=4, num_frames=4, image_size=32)
-SPEC = input_pipeline.ClipSpec(num_frames=4, sampling_rate=2, image_size=32)
 
 
 def _step_on(devices: int, out) -> dict:
@@ -40,29 +48,6 @@ def test_one_step_on_eight_devices_equals_one_device(tmp_path):
     np.testing.assert_allclose(eight[key], one[key], atol=1e-4, rtol=0, err_msg=key)
 
 
-def test_two_processes_joined_by_jax_distributed_train_together(tmp_path):
-  import socket
-
-  builders.build("synthetic_motion", tmp_path / "data", "tiny")
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  env.pop("XLA_FLAGS", None)
-  script = os.path.join(ROOT, "tests", "multihost_train.py")
-  workers = [subprocess.Popen([sys.executable, script, str(i), str(port), str(tmp_path / "data"), str(tmp_path / "work"),
-                               str(tmp_path / f"out{i}.npz")], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
-  for worker in workers:
-    _, err = worker.communicate(timeout=600)
-    assert worker.returncode == 0, err[-3000:]
-  first, second = dict(np.load(tmp_path / "out0.npz")), dict(np.load(tmp_path / "out1.npz"))
-  assert int(first["steps"]) == 4 and int(first["videos"]) == 8  # 16 videos / global batch 4; all test videos
-  for key in first:
-    np.testing.assert_array_equal(first[key], second[key], err_msg=key)  # one model, replicated
-  assert (tmp_path / "work" / "checkpoints" / "4").is_dir()
-
-
 def test_optimizer_pieces():
   params = init_params(MODEL)
   scales = optim.layer_decay_scales(params, MODEL.depth, 0.5)
@@ -72,76 +57,205 @@ def test_optimizer_pieces():
   assert mask["blocks"]["attn"]["qkv"]["kernel"] and mask["head"]["kernel"]
   assert not mask["blocks"]["attn"]["q_bias"] and not mask["fc_norm"]["scale"] and not mask["head"]["bias"]
   np.testing.assert_allclose(optim.soft_targets(np.array([1]), 4, 0.2), [[0.05, 0.85, 0.05, 0.05]], atol=1e-7)
-  assert train.video_metrics(np.eye(3)[[0, 1, 1, 2]], np.array([0, 1, 2, 2]), 3) == pytest.approx(
+  assert video_metrics(np.eye(3)[[0, 1, 1, 2]], np.array([0, 1, 2, 2]), 3) == pytest.approx(
       {"war": 75.0, "uar": 100 * (1 + 1 + 0.5) / 3, "top1": 75.0, "top5": 100.0, "videos": 4})
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("data")
-  builders.build("synthetic_motion", data_dir, "tiny")
-  return (input_pipeline.open_split(data_dir, "synthetic_motion", "train")[0],
-          input_pipeline.open_split(data_dir, "synthetic_motion", "test")[0])
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("data")
+  builders.build("synthetic_motion", path, "tiny")
+  return path
 
 
-def _config(**train_overrides):
-  train_config = dict(batch_size=4, epochs=3, seed=0, log_every=1, checkpoint_every=2, eval_every_epochs=3,
-                      label_smoothing=0.1, mixup_alpha=0.0, cutmix_alpha=0.0, inject_nan_at_step=-1, dtype="float32")
-  train_config.update(train_overrides)
-  return ml_collections.ConfigDict(dict(train=train_config, optim=dict(
-      lr=1e-3, warmup_steps=2, weight_decay=0.05, b1=0.9, b2=0.999, clip_norm=1.0, layer_decay=0.75, accumulate=1)))
+def _fit(data_dir, workdir, params=None, val=None, pipelines=None, **overrides):
+  return train.fit(model_config=MODEL, params=init_params(MODEL) if params is None else params,
+                   splits=splits(data_dir, val), config=fit_config(**overrides), seed=0, workdir=workdir,
+                   pipelines=pipelines or input_pipeline.Pipelines(SPEC, SPEC, seed=0))
 
 
-def _fit(sources, workdir, **overrides):
-  pipelines = input_pipeline.Pipelines(SPEC, SPEC, seed=0)
-  return train.fit(model_config=MODEL, params=init_params(MODEL), train_source=sources[0], eval_source=sources[1],
-                   num_classes=4, config=_config(**overrides), workdir=workdir, pipelines=pipelines)
+def _assert_same_params(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
 
 
-def test_sigterm_saves_and_a_relaunch_reaches_the_uninterrupted_params(sources, tmp_path):
-  reference = _fit(sources, tmp_path / "straight")
-  assert reference["steps"] == 12 and set(reference["eval"]) >= {"war", "uar", "top1", "top5"}
+def test_sigterm_saves_and_a_relaunch_reaches_the_uninterrupted_params(data_dir, tmp_path):
+  reference = _fit(data_dir, tmp_path / "straight")
+  assert reference["steps"] == 12 and set(reference["test"]) >= {"war", "uar", "top1", "top5", "skipped"}
 
   metrics = tmp_path / "killed" / "metrics.jsonl"
 
   def send_sigterm():
     while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-      time.sleep(0.01)
+      time.sleep(0.005)
     os.kill(os.getpid(), signal.SIGTERM)
 
   threading.Thread(target=send_sigterm, daemon=True).start()
-  with pytest.raises(train.Preempted, match="SIGTERM at step"):
-    _fit(sources, tmp_path / "killed")
+  with pytest.raises(train.Preempted, match=r"SIGTERM: every process saved step (\d+)") as stopped:
+    _fit(data_dir, tmp_path / "killed")
   saved = sorted(int(p.name) for p in (tmp_path / "killed" / "checkpoints").iterdir() if p.name.isdigit())
-  assert saved and 3 <= saved[-1] < 12
-  resumed = _fit(sources, tmp_path / "killed")
-  for a, b in zip(jax.tree.leaves(reference["params"]), jax.tree.leaves(resumed["params"])):
-    np.testing.assert_array_equal(a, b)
-  assert resumed["eval"]["war"] == reference["eval"]["war"]
+  assert saved and 3 <= saved[-1] < 12 and f"saved step {saved[-1]} " in str(stopped.value)
+  resumed = _fit(data_dir, tmp_path / "killed")
+  _assert_same_params(reference["params"], resumed["params"])
+  assert resumed["test"]["war"] == reference["test"]["war"]
+  steps = [r["step"] for r in resumed["history"] if "loss" in r]
+  assert steps == list(range(1, 13))  # the log reads as one run: no step twice
+
+  finished = _fit(data_dir, tmp_path / "killed")  # a relaunch of a finished run only evaluates again
+  _assert_same_params(reference["params"], finished["params"])
+  lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 13 and sum('"test_war"' in line for line in lines) == 1
 
 
-def test_a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(sources, tmp_path):
-  with pytest.raises(train.NonFiniteLoss, match=r"loss is nan at step 6: stopping. The last good checkpoint \(step 4\)"):
-    _fit(sources, tmp_path, inject_nan_at_step=5)
-  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["4"]
+# --- the non-finite guard ---------------------------------------------------------------------------
+
+MARKER = 1234.5  # a finite pixel value no normalised clip holds: the poisoned loss looks for it
 
 
-def test_demo_config_at_toy_size_learns_well_above_chance(tmp_path):
+@jax.custom_vjp
+def _poison_gradients(params, flag):
+  return params
+
+
+def _poison_forward(params, flag):
+  return params, flag
+
+
+def _poison_backward(flag, grads):
+  return jax.tree.map(lambda g: g * jnp.where(flag, jnp.nan, 1.0).astype(g.dtype), grads), None
+
+
+_poison_gradients.defvjp(_poison_forward, _poison_backward)
+
+
+def _poisoned(loss_fn):
+  """`loss_fn` whose gradients (not its loss) are NaN for a batch holding MARKER."""
+  def poisoned(params, batch, rng):
+    flag = jnp.any(batch["clips"] == MARKER)
+    return loss_fn(_poison_gradients(params, flag), batch, rng)
+  return poisoned
+
+
+def test_a_step_with_non_finite_gradients_is_not_applied():
+  params = init_params(MODEL)
+  optim_config = ml_collections.ConfigDict(fit_config().optim)
+  tx, schedule = optim.make_optimizer(optim_config, params, MODEL.depth, 10)
+  mesh = make_mesh()
+  loss_fn = train.classification_loss(VideoMAE(MODEL), 4, train.TrainOptions())
+  step = train.compile_train_step(mesh, _poisoned(loss_fn), tx, schedule)
+  state = train.init_state(params, tx)
+  batch = _batch(4, seed=0)
+  batch["clips"][1, 0, 0, 0, 0] = MARKER
+  votes = global_batch(mesh, {"v": np.zeros(jax.local_device_count(), np.int32)})["v"]
+  after, metrics = step(jax.tree.map(jnp.array, state), global_batch(mesh, batch), jax.random.key(0), votes)
+  assert np.isfinite(float(metrics["loss"])) and not np.isfinite(float(metrics["grad_norm"]))
+  assert not bool(metrics["finite"]) and int(after.step) == 0
+  _assert_same_params(after.params, state.params)
+  _assert_same_params(after.opt_state, state.opt_state)
+
+
+class _MarkingPipelines(input_pipeline.Pipelines):
+  """Training batches as usual, except that batch `at` (1-based) carries MARKER in one pixel."""
+
+  def __init__(self, at: int):
+    super().__init__(SPEC, SPEC, seed=0)
+    object.__setattr__(self, "at", at)
+
+  def train(self, source, batch_size):
+    pipe = super().train(source, batch_size)
+    count = itertools.count(1)
+
+    def mark(batch):
+      if next(count) == self.at:
+        batch = {**batch, "clips": batch["clips"].copy()}
+        batch["clips"][0, 0, 0, 0, 0] = MARKER
+      return batch
+    return dataclasses.replace(pipe, dataset=pipe.dataset.map(mark))
+
+
+def test_non_finite_gradients_stop_the_run_and_nothing_non_finite_is_saved(data_dir, tmp_path, monkeypatch):
+  original = train.classification_loss
+  monkeypatch.setattr(train, "classification_loss", lambda *a, **k: _poisoned(original(*a, **k)))
+  with pytest.raises(train.NonFiniteStep, match=r"step 5: loss [0-9.]+, gradient norm nan; the update was not "
+                                                r"applied .* last finite checkpoint \(step 4\)"):
+    _fit(data_dir, tmp_path, pipelines=_MarkingPipelines(at=5))
+  saved = sorted(p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert [p.name for p in saved] == ["4"]
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore((saved[-1] / "state").absolute())
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
+
+
+# --- float32 master weights --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_checkpoints_train_in_float32(data_dir, tmp_path, dtype):
+  import torch
+
+  from tools.convert_torch import convert
+
+  hf = factories.hf_classifier(seed=1, width=32, depth=2, num_heads=4, mlp_dim=64, num_classes=4, num_frames=4,
+                               image_size=32)
+  hf.to(getattr(torch, dtype)).save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "converted")
+  _, stored, config = load_checkpoint(tmp_path / "converted")
+  assert {leaf.dtype for leaf in jax.tree.leaves(stored)} == {jnp.dtype(dtype)}
+  assert config == MODEL.replace(head_norm_eps=1e-5, norm_eps=1e-12)
+
+  model_config = config  # the demo recipe's learning rate, which diverged when params stayed in half precision
+  result = train.fit(model_config=model_config, params=stored, splits=splits(data_dir), config=fit_config(),
+                     seed=0, workdir=tmp_path / "half", pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
+  losses = [r["loss"] for r in result["history"] if "loss" in r]
+  assert len(losses) == 12 and np.all(np.isfinite(losses))
+  assert {leaf.dtype for leaf in jax.tree.leaves(result["params"])} == {np.dtype("float32")}
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore((tmp_path / "half" / "checkpoints" / "12" / "state").absolute())
+  assert {leaf.dtype for leaf in jax.tree.leaves(state["opt_state"]) if leaf.ndim} == {np.dtype("float32")}
+
+  upcast = jax.tree.map(lambda x: np.asarray(x, np.float32), stored)
+  by_hand = train.fit(model_config=model_config, params=upcast, splits=splits(data_dir), config=fit_config(),
+                      seed=0, workdir=tmp_path / "upcast", pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
+  _assert_same_params(result["params"], by_hand["params"])
+
+
+# --- the whole job: validation chooses best/, the final params give the reported metrics ------------
+
+def test_demo_config_at_toy_size_learns_and_reports_the_final_params(tmp_path):
   from configs import demo
 
   config = demo.get_config()
   config.data.update(config="small", data_dir=str(tmp_path / "data"), classes=["square_right", "square_left",
                                                                                "square_down", "square_up"],
-                     image_size=64, num_frames=8, sampling_rate=2, num_clips=1, min_crop_area=0.6)
+                     image_size=64, num_frames=8, sampling_rate=2, num_clips=1, min_crop_area=0.6, val_fraction=0.125)
   config.model.update(width=48, depth=4, num_heads=4, mlp_dim=96)
   config.pretrain.classes = ["square_right", "square_left"]
   config.pretrain.train.update(epochs=8, batch_size=16)
-  config.train.update(epochs=40, batch_size=16)
+  config.train.update(epochs=40, batch_size=16, eval_every_epochs=3)  # 40 epochs: the cadence does not divide it
   config.optim.update(lr=2e-3, warmup_steps=10)
   summary = pipeline.run(config, tmp_path / "run")
-  assert summary["kept_blocks"] and len(summary["removed_blocks"]) == 2
-  assert summary["metrics"]["war"] >= 60, summary["metrics"]  # chance: 25 %
+  assert summary["kept_blocks"] and summary["removed_blocks"] == sorted(set(range(1, 5)) - set(summary["kept_blocks"]))
+  assert summary["original_depth"] == 4 and len(summary["removed_blocks"]) == 2
+  assert summary["metrics"]["split"] == "test" and summary["metrics"]["war"] >= 60, summary["metrics"]  # chance 25 %
+  assert summary["validation"]["source"] == "16 videos (12.5%) held out of split 'train'"
+  assert summary["validation"]["best_step"] is not None and summary["skipped_eval_videos"] == {"val": 0, "test": 0}
+
+  model, params, final_config = load_checkpoint(tmp_path / "run" / "final")
+  test = sources.from_config(config.data, list(config.data.classes), config.seed).test
+  evaluator = Evaluator(make_mesh(), model, test, input_pipeline.pipelines_from_config(config.data, config.seed), 4,
+                        "test")
+  metrics = evaluator(params)
+  assert {k: metrics[k] for k in ("war", "uar", "top1", "top5", "videos")} == {
+      k: summary["metrics"][k] for k in ("war", "uar", "top1", "top5", "videos")}
   assert (tmp_path / "run" / "report.md").is_file() and (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_save_dtype_writes_the_source_dtype_only_when_asked():
+  params = {"blocks": {"w": np.ones((2, 3), np.float16)}, "head": {"w": np.ones(3, np.float32)}}
+  assert pipeline.save_dtype("", params) == jnp.float32 and pipeline.save_dtype("source", params) == jnp.float16
+  with pytest.raises(ValueError, match="train.save_dtype 'half'"):
+    pipeline.save_dtype("half", params)
+  cast = cast_floats({"a": np.ones(2, np.float32), "n": np.arange(2)}, jnp.bfloat16)
+  assert cast["a"].dtype == jnp.bfloat16 and cast["n"].dtype == np.arange(2).dtype
 
 
 def _one_update(batches, accumulate: int, dtype="float32"):
@@ -149,13 +263,13 @@ def _one_update(batches, accumulate: int, dtype="float32"):
   optim_config = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
                                                 clip_norm=0.0, layer_decay=1.0, accumulate=accumulate))
   tx, schedule = optim.make_optimizer(optim_config, params, MODEL.depth, 10)
-  mesh = train.make_mesh()
-  from gardener_jax.models import VideoMAE
-  train_fn, _ = train.compile_steps(mesh, VideoMAE(MODEL, dtype=jax.numpy.dtype(dtype)), tx, schedule,
-                                    train.TrainOptions(accumulate=accumulate), 4)
+  mesh = make_mesh()
+  loss_fn = train.classification_loss(VideoMAE(MODEL, dtype=jnp.dtype(dtype)), 4, train.TrainOptions())
+  step = train.compile_train_step(mesh, loss_fn, tx, schedule, accumulate)
   state = train.init_state(params, tx)
+  votes = global_batch(mesh, {"v": np.zeros(jax.local_device_count(), np.int32)})["v"]
   for batch in batches:
-    state, metrics = train_fn(state, train.global_batch(mesh, batch), jax.random.key(0))
+    state, metrics = step(state, global_batch(mesh, batch), jax.random.key(0), votes)
   return state, metrics
 
 

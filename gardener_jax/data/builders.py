@@ -182,18 +182,43 @@ def _all_videos(root: pathlib.Path) -> list[str]:
   return sorted(str(p.relative_to(root)) for p in root.glob("*/*") if p.suffix.lower() in VIDEO_SUFFIXES)
 
 
+_UCF_GROUP = re.compile(r"_g(\d+)_c\d+")  # v_<Class>_g08_c01.avi: clip 1 of group 8, cut from one long video
+
+
+def video_group(relative_path: str) -> str:
+  """The group a video belongs to: UCF101's clips of one group are cut from the same long video (same
+  actor, same scene); any other video is a group of its own."""
+  name = relative_path.rsplit("/", 1)[-1]
+  match = _UCF_GROUP.search(name)
+  return match[1] if match else name
+
+
 def per_class_split(relative_paths: list[str], train: int, test: int, seed: int) -> tuple[list[str], list[str]]:
-  """A fixed number of train and test videos per class, drawn by a seeded shuffle of each class's videos."""
-  by_class: dict[str, list[str]] = {}
+  """A fixed number of train and test videos per class, no group on both sides.
+
+  Each class's groups are shuffled (seeded); the test videos are taken group by group, and the rest
+  of the group that completes the test set is left out of both sides; the train videos are a seeded
+  draw from the remaining groups.
+  """
+  by_class: dict[str, dict[str, list[str]]] = {}
   for rel in sorted(relative_paths):
-    by_class.setdefault(rel.split("/")[0], []).append(rel)
+    by_class.setdefault(rel.split("/")[0], {}).setdefault(video_group(rel), []).append(rel)
   train_set, test_set = [], []
-  for name, videos in sorted(by_class.items()):
-    if len(videos) < train + test:
-      raise ValueError(f"class {name!r} has {len(videos)} videos; the split needs {train} + {test}")
-    order = np.random.default_rng([seed, len(name), *name.encode()]).permutation(videos)
-    train_set += sorted(order[:train])
-    test_set += sorted(order[train:train + test])
+  for name, groups in sorted(by_class.items()):
+    rng = np.random.default_rng([seed, len(name), *name.encode()])
+    order = [groups[g] for g in rng.permutation(sorted(groups))]
+    chosen_test, rest = [], []
+    for videos in order:
+      if len(chosen_test) < test:
+        chosen_test += videos[:test - len(chosen_test)]
+      else:
+        rest += videos
+    if len(chosen_test) < test or len(rest) < train:
+      total = sum(map(len, order))
+      raise ValueError(f"class {name!r} has {total} videos in {len(order)} groups; the split needs {train} + {test} "
+                       f"with no group on both sides")
+    test_set += sorted(chosen_test)
+    train_set += sorted(rng.permutation(rest)[:train])
   return train_set, test_set
 
 

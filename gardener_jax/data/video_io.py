@@ -42,16 +42,20 @@ def write_video(path, frames: np.ndarray, fps: float = 25.0) -> None:
     container.mux(stream.encode())
 
 
-def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
-  """Resizes (T, H, W, 3) frames so that min(H, W) == short_side (bilinear), keeping the aspect ratio."""
+def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+  """(T, H, W, 3) uint8 frames resized to (T, height, width, 3), bilinear; unchanged if already that size."""
   from PIL import Image
 
-  height, width = frames.shape[1:3]
-  if min(height, width) == short_side:
+  if frames.shape[1:3] == (height, width):
     return frames
+  return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in frames])
+
+
+def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+  """Resizes (T, H, W, 3) frames so that min(H, W) == short_side, keeping the aspect ratio."""
+  height, width = frames.shape[1:3]
   scale = short_side / min(height, width)
-  size = (max(1, round(width * scale)), max(1, round(height * scale)))
-  return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+  return resize(frames, max(1, round(height * scale)), max(1, round(width * scale)))
 
 
 def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:

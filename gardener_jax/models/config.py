@@ -20,7 +20,8 @@ class ModelConfig:
   """Everything the Flax VideoMAE needs to be built; serialised as JSON next to the params.
 
   `kept_blocks` lists, 1-based and in order, which blocks of the original (unpruned) model this one
-  holds, so `depth == len(kept_blocks)` and a pruned model knows its lineage.
+  holds, and `original_depth` how many that model had: a pruned model records its lineage rather
+  than leaving it to be inferred (blocks removed at the end leave no trace in `kept_blocks`).
   """
 
   width: int
@@ -38,16 +39,25 @@ class ModelConfig:
   layer_scale: bool = False
   use_mean_pooling: bool = True  # True: mean → fc_norm → head; False: norm → first token → head.
   kept_blocks: tuple[int, ...] | None = None
+  original_depth: int | None = None  # depth of the unpruned model; None: this model is unpruned
   dropout_rate: float = 0.0  # before the head.
   attention_dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   remat: bool = False
 
   def __post_init__(self):
+    unpruned = tuple(range(1, self.depth + 1))
     if self.kept_blocks is None:
-      object.__setattr__(self, "kept_blocks", tuple(range(1, self.depth + 1)))
+      object.__setattr__(self, "kept_blocks", unpruned)
     object.__setattr__(self, "kept_blocks", tuple(int(b) for b in self.kept_blocks))
     problems = []
+    if self.original_depth is None:
+      if self.kept_blocks == unpruned:
+        object.__setattr__(self, "original_depth", self.depth)
+      else:
+        problems.append(f"kept_blocks {list(self.kept_blocks)} without original_depth (the unpruned model's depth)")
+    elif self.kept_blocks and max(self.kept_blocks) > self.original_depth:
+      problems.append(f"kept_blocks {list(self.kept_blocks)} go beyond original_depth {self.original_depth}")
     if len(self.kept_blocks) != self.depth:
       problems.append(f"kept_blocks has {len(self.kept_blocks)} entries, depth is {self.depth}")
     if list(self.kept_blocks) != sorted(set(self.kept_blocks)) or min(self.kept_blocks, default=1) < 1:
@@ -74,13 +84,18 @@ class ModelConfig:
     return (self.num_frames // self.tubelet_size) * (self.image_size // self.patch_size) ** 2
 
   @property
+  def removed_blocks(self) -> tuple[int, ...]:
+    """The original model's blocks (1-based) that this one no longer holds."""
+    return tuple(b for b in range(1, self.original_depth + 1) if b not in self.kept_blocks)
+
+  @property
   def head_dim(self) -> int:
     return self.width // self.num_heads
 
   def replace(self, **changes) -> ModelConfig:
     """A changed copy; a new depth without new kept_blocks means a fresh (unpruned) model of that depth."""
     if "depth" in changes and "kept_blocks" not in changes:
-      changes["kept_blocks"] = None
+      changes.update(kept_blocks=None, original_depth=None)
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from typing import Any
 
 import jax
 import numpy as np
 
-from gardener_jax.checkpoint import atomic_directory, count_params, load_tree, read_config, write_checkpoint
+from gardener_jax.checkpoint import count_params, load_tree, read_config, write_checkpoint
+from gardener_jax.files import atomic_directory, atomic_path
 from gardener_jax.models import ModelConfig, sinusoid_position_table
 from tools.convert_torch.errors import ConversionError
 from tools.convert_torch.infer import infer_config
@@ -39,7 +39,8 @@ def convert(src, out, *, variant: str | None = None, overrides: dict[str, Any] |
     ignored[key] = "all zeros: the model's key bias is fixed at zero"
 
   config, provenance = infer_config(tensors, layout, source=name, hf_config=source.hf_config,
-                                    train_args=source.train_args, variant=variant, overrides=overrides)
+                                    train_args=source.train_args, gardener_config=source.gardener_config,
+                                    variant=variant, overrides=overrides)
   params, mapped = torch_to_flax(tensors, layout, config, source=name)
   if "pos_embed" in tensors:  # some files store the fixed table; anything else would be a learned one.
     pos_embed = tensors.pop("pos_embed")
@@ -146,7 +147,7 @@ def to_hf_config(config: ModelConfig, carried: dict[str, np.ndarray],
       "use_mean_pooling": config.use_mean_pooling,
       "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_classes)},
       "label2id": {f"LABEL_{i}": i for i in range(config.num_classes)},
-      "gardener_kept_blocks": list(config.kept_blocks),
+      "gardener_kept_blocks": list(config.kept_blocks), "gardener_original_depth": config.original_depth,
       **(carried_config if carried else {}),
   }
   return hf, warnings
@@ -161,14 +162,8 @@ def _save_torch(tensors: dict[str, np.ndarray], out: pathlib.Path, config: Model
       return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 
-  if out.exists() and not overwrite:
-    raise FileExistsError(f"{out} already exists; choose another output or allow overwriting")
-  tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-  try:
+  with atomic_path(out, overwrite) as tmp:
     torch.save({"model": {k: to_torch(v) for k, v in tensors.items()}, "gardener_config": config.to_dict()}, tmp)
-    os.replace(tmp, out)
-  finally:
-    tmp.unlink(missing_ok=True)
 
 
 def _report_markdown(report: dict[str, Any]) -> str:

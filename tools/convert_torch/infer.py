@@ -58,12 +58,32 @@ def _from_hf_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
                patch_size="patch_size", tubelet_size="tubelet_size", in_channels="num_channels",
                use_mean_pooling="use_mean_pooling", norm_eps="layer_norm_eps")
   facts = {field: hf[key] for field, key in names.items() if key in hf}
+  facts.update(_lineage({k.removeprefix("gardener_"): v for k, v in hf.items() if k.startswith("gardener_")}))
   for field in ("image_size", "patch_size"):
     if isinstance(facts.get(field), (list, tuple)):
       if len(set(facts[field])) != 1:
         raise ConversionError(f"{source}/config.json: non-square {field} {facts[field]} is not supported")
       facts[field] = facts[field][0]
   return facts
+
+
+def _lineage(facts: dict[str, Any]) -> dict[str, Any]:
+  """kept_blocks and original_depth, as gardener_jax writes them into exported configs."""
+  lineage = {}
+  if "kept_blocks" in facts:
+    lineage["kept_blocks"] = tuple(int(b) for b in facts["kept_blocks"])
+  if facts.get("original_depth") is not None:
+    lineage["original_depth"] = int(facts["original_depth"])
+  return lineage
+
+
+_STORED_FIELDS = ("num_heads", "num_frames", "image_size", "patch_size", "tubelet_size", "norm_eps", "head_norm_eps",
+                  "layer_scale", "use_mean_pooling")
+
+
+def _from_gardener_config(stored: dict[str, Any]) -> dict[str, Any]:
+  """The architecture and lineage a gardener_jax `--to-original` export stores beside its weights."""
+  return {**{k: stored[k] for k in _STORED_FIELDS if k in stored}, **_lineage(stored)}
 
 
 def _from_train_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -76,14 +96,16 @@ def _from_train_args(args: dict[str, Any]) -> dict[str, Any]:
   return facts
 
 
-def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=None, variant=None,
-                 overrides=None) -> tuple[ModelConfig, dict[str, str]]:
+def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=None, gardener_config=None,
+                 variant=None, overrides=None) -> tuple[ModelConfig, dict[str, str]]:
   """Returns the config and, per field, the source it came from."""
   sources: list[tuple[str, dict[str, Any]]] = [("weight shapes", _from_shapes(tensors, layout, source))]
   if hf_config is not None:
     sources.append(("config.json", _from_hf_config(hf_config, source)))
   if train_args:
     sources.append(("pickled args", _from_train_args(train_args)))
+  if gardener_config:
+    sources.append(("gardener_config", _from_gardener_config(gardener_config)))
   if variant:
     if variant not in VARIANTS:
       raise ConversionError(f"--variant {variant!r} is unknown; known: {', '.join(VARIANTS)}")

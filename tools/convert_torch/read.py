@@ -69,6 +69,7 @@ class Source:
   tensors: LazyTensors
   hf_config: dict[str, Any] | None = None  # config.json of a HuggingFace directory.
   train_args: dict[str, Any] | None = None  # the original release's pickled argparse.Namespace.
+  gardener_config: dict[str, Any] | None = None  # the ModelConfig that `--to-original` stores beside the weights.
   ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # entry -> why it was not read.
 
 
@@ -159,6 +160,8 @@ def _read_torch_file(path: pathlib.Path) -> Source:
         source.ignored[key] = "top-level entry beside the weights"
     if isinstance(obj.get("args"), argparse.Namespace):
       source.train_args = vars(obj["args"])
+    if isinstance(obj.get("gardener_config"), dict):
+      source.gardener_config = obj["gardener_config"]
   tensors = {}
   for key, value in weights.items():
     if isinstance(value, torch.Tensor):

@@ -1,0 +1,69 @@
+"""One of several local processes joined by jax.distributed, as the hosts of a pod would be.
+
+  python tests/multihost_worker.py train PROCESS_ID NUM_PROCESSES PORT DATA_DIR WORKDIR OUT.{}.npz
+  python tests/multihost_worker.py eval PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json NUM_VIDEOS CORRUPT_INDEX
+
+`train` finetunes a tiny VideoMAE on the tiny synthetic set for 12 steps (checkpoints every 2, the
+test split evaluated at the end) and writes the final params; `eval` evaluates fixed random params on
+the first NUM_VIDEOS training videos, the one at CORRUPT_INDEX made unreadable. '{}' in an output path
+becomes the process id. With NUM_PROCESSES 0 the process runs alone, without jax.distributed.
+"""
+
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+
+from tests.train_setup import MODEL, SPEC, corrupted, fit_config, splits  # noqa: E402
+
+
+def _join(process_id: int, num_processes: int, port: int) -> None:
+  if num_processes:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=num_processes,
+                               process_id=process_id)
+    assert jax.process_count() == num_processes
+
+
+def train(data_dir: str, workdir: str, out: str) -> None:
+  import numpy as np
+
+  from gardener_jax import train as train_lib
+  from gardener_jax.data import input_pipeline
+  from gardener_jax.models import init_params
+
+  result = train_lib.fit(model_config=MODEL, params=init_params(MODEL), splits=splits(data_dir), config=fit_config(),
+                         seed=0, workdir=workdir, pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
+  leaves = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(result["params"])}
+  np.savez(out, war=result["test"]["war"], videos=result["test"]["videos"], **leaves)
+
+
+def evaluate(data_dir: str, out: str, num_videos: int, corrupt_index: int) -> None:
+  from gardener_jax.data import input_pipeline, sources
+  from gardener_jax.evaluate import Evaluator
+  from gardener_jax.models import VideoMAE, init_params
+  from gardener_jax.sharding import make_mesh
+
+  train_split = sources.open_split(data_dir, "synthetic_motion", "train")[0]
+  source = corrupted([train_split[i] for i in range(num_videos)], corrupt_index)
+  pipelines = input_pipeline.Pipelines(SPEC, SPEC, seed=0, eval_batch_size=4)
+  evaluator = Evaluator(make_mesh(), VideoMAE(MODEL), source, pipelines, MODEL.num_classes, "test")
+  metrics = evaluator(init_params(MODEL, 7))
+  pathlib.Path(out).write_text(json.dumps({**metrics, "steps": evaluator.steps}))
+
+
+def main(mode: str, process_id: str, num_processes: str, port: str, *args: str) -> None:
+  _join(int(process_id), int(num_processes), int(port))
+  args = [a.format(process_id) for a in args]  # OUT paths name the process: out.{}.npz
+  if mode == "train":
+    train(*args)
+  else:
+    data_dir, out, num_videos, corrupt_index = args
+    evaluate(data_dir, out, int(num_videos), int(corrupt_index))
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])

@@ -1,0 +1,185 @@
+"""The paths a pod takes, with several local processes joined by jax.distributed: evaluation over uneven
+shards holding an unreadable video, SIGTERM reaching one process only, and SIGKILL at any step,
+also while a checkpoint is being written. Each process runs tests/multihost_worker.py."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gardener_jax.data import builders, input_pipeline, sources
+from gardener_jax.evaluate import Evaluator
+from gardener_jax.models import VideoMAE, init_params
+from gardener_jax.sharding import make_mesh
+from tests.train_setup import MODEL, SPEC, corrupted
+
+WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
+TOTAL_STEPS = 12
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+class _Group:
+  """`n` worker processes of one jax.distributed job; each one's stderr goes to a file."""
+
+  def __init__(self, tmp_path: pathlib.Path, mode: str, n: int, *args, name: str):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # one CPU device per process, as one host
+    port = _free_port()
+    self.logs = [tmp_path / f"{name}.{i}.log" for i in range(n)]
+    self.procs = []
+    for i, log in enumerate(self.logs):
+      with log.open("w") as stderr:
+        self.procs.append(subprocess.Popen([sys.executable, str(WORKER), mode, str(i), str(n), str(port),
+                                            *map(str, args)], env=env, stdout=subprocess.DEVNULL, stderr=stderr))
+
+  def wait(self, timeout=120) -> list[tuple[int, str]]:
+    """Each process's exit code and log; processes still running after `timeout` seconds (a hang in a
+    collective) are killed and fail the test."""
+    deadline = time.monotonic() + timeout
+    try:
+      codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in self.procs]
+    except subprocess.TimeoutExpired:
+      self.kill()
+      pytest.fail(f"the processes hung for {timeout} s; last log lines:\n"
+                  + "\n".join(log.read_text()[-1500:] for log in self.logs))
+    return [(code, log.read_text()) for code, log in zip(codes, self.logs)]
+
+  def kill(self) -> None:
+    for p in self.procs:
+      p.send_signal(signal.SIGKILL)
+    for p in self.procs:
+      p.wait()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("data")
+  builders.build("synthetic_motion", path, "tiny")
+  return path
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("processes,videos,corrupt", [(2, 7, 3), (3, 11, 4)])
+def test_uneven_shards_with_an_unreadable_video_evaluate_like_one_process(data_dir, tmp_path, processes, videos,
+                                                                          corrupt):
+  outs = [tmp_path / f"metrics{i}.json" for i in range(processes)]
+  group = _Group(tmp_path, "eval", processes, data_dir, tmp_path / "metrics{}.json", videos, corrupt, name="eval")
+  for code, log in group.wait():
+    assert code == 0, log[-3000:]
+  results = [json.loads(out.read_text()) for out in outs]
+  for r in results:
+    r.pop("clips_per_sec")
+  assert all(r == results[0] for r in results[1:]), results  # every process computes the same metrics
+  shards = [input_pipeline.shard_size(videos, i, processes) for i in range(processes)]
+  assert len(set(shards)) > 1 and results[0]["steps"] == 2  # uneven shards, padded to the same number of steps
+
+  train_split = sources.open_split(data_dir, "synthetic_motion", "train")[0]
+  readable = [train_split[i] for i in range(videos) if i != corrupt]
+  pipelines = input_pipeline.Pipelines(SPEC, SPEC, seed=0, eval_batch_size=4)
+  single = Evaluator(make_mesh(), VideoMAE(MODEL), readable, pipelines, MODEL.num_classes, "test")(init_params(MODEL, 7))
+  keys = ("war", "uar", "top1", "top5", "videos")
+  assert {k: results[0][k] for k in keys} == {k: single[k] for k in keys}
+  assert results[0]["videos"] == videos - 1 and results[0]["skipped"] == 1 and single["skipped"] == 0
+
+  # the same unreadable video, alone: counted as skipped, not as a wrong answer
+  alone = Evaluator(make_mesh(), VideoMAE(MODEL), corrupted([train_split[i] for i in range(videos)], corrupt),
+                    pipelines, MODEL.num_classes, "test")(init_params(MODEL, 7))
+  assert {k: alone[k] for k in keys} == {k: single[k] for k in keys} and alone["skipped"] == 1
+
+
+# --- training: preemption and kills ----------------------------------------------------------------
+
+def _params(tmp_path, name: str) -> dict:
+  first, second = (dict(np.load(str(tmp_path / f"{name}.{i}.npz"))) for i in range(2))
+  for key in first:
+    np.testing.assert_array_equal(first[key], second[key], err_msg=key)  # one model, replicated
+  return first
+
+
+def _finished(group: _Group) -> None:
+  for code, log in group.wait():
+    assert code == 0, log[-3000:]
+
+
+def _wait_for(condition, timeout=120.0) -> None:
+  deadline = time.monotonic() + timeout
+  while not condition():
+    if time.monotonic() > deadline:
+      raise TimeoutError("the run did not reach the point to interrupt it")
+    time.sleep(0.001)
+
+
+def _logged_steps(workdir: pathlib.Path) -> int:
+  path = workdir / "metrics.jsonl"
+  return path.read_text().count('"loss"') if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+  tmp_path = tmp_path_factory.mktemp("uninterrupted")
+  _finished(_Group(tmp_path, "train", 2, data_dir, tmp_path / "work", tmp_path / "run.{}.npz", name="run"))
+  params = _params(tmp_path, "run")
+  assert int(params["videos"]) == 8  # every test video, each once
+  return params
+
+
+def _relaunch_equals(data_dir, tmp_path, workdir, uninterrupted) -> None:
+  _finished(_Group(tmp_path, "train", 2, data_dir, workdir, tmp_path / "again.{}.npz", name="again"))
+  resumed = _params(tmp_path, "again")
+  assert sorted(resumed) == sorted(uninterrupted)
+  for key in uninterrupted:
+    np.testing.assert_array_equal(resumed[key], uninterrupted[key], err_msg=key)
+  logged = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+            if '"loss"' in line]
+  assert logged == list(range(1, TOTAL_STEPS + 1))
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(data_dir, tmp_path, uninterrupted):
+  workdir = tmp_path / "work"
+  group = _Group(tmp_path, "train", 2, data_dir, workdir, tmp_path / "run.{}.npz", name="run")
+  _wait_for(lambda: _logged_steps(workdir) >= 3)
+  group.procs[1].send_signal(signal.SIGTERM)  # the second host only
+  saved = []
+  for code, log in group.wait():
+    match = re.search(r"SIGTERM: every process saved step (\d+)", log)
+    assert code != 0 and match, log[-3000:]
+    saved.append(int(match[1]))
+  assert saved[0] == saved[1] and 3 <= saved[0] < TOTAL_STEPS
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(saved[0])]
+  assert sorted(p.name for p in (workdir / "checkpoints" / str(saved[0]) / "data").glob("process_*")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]  # each process's place in its input stream
+  _relaunch_equals(data_dir, tmp_path, workdir, uninterrupted)
+
+
+@pytest.mark.parametrize("moment", ["after_step_5", "while_a_checkpoint_is_written"])
+def test_sigkill_of_every_process_resumes_from_the_last_complete_checkpoint(data_dir, tmp_path, uninterrupted,
+                                                                            moment):
+  workdir = tmp_path / "work"
+  group = _Group(tmp_path, "train", 2, data_dir, workdir, tmp_path / "run.{}.npz", name="run")
+  if moment == "after_step_5":
+    _wait_for(lambda: _logged_steps(workdir) >= 5)
+  else:
+    checkpoints = workdir / "checkpoints"
+
+    def writing() -> bool:
+      return checkpoints.is_dir() and any("orbax-checkpoint-tmp" in p.name and p.name.split(".")[0] != "2"
+                                          for p in os.scandir(checkpoints))
+    _wait_for(writing)  # a later checkpoint than the first is half-written
+  group.kill()
+  if moment == "while_a_checkpoint_is_written":
+    assert any("orbax-checkpoint-tmp" in p.name for p in (workdir / "checkpoints").iterdir())
+  _relaunch_equals(data_dir, tmp_path, workdir, uninterrupted)
