@@ -1,8 +1,8 @@
 """gardener_jax checkpoints: a directory with the params (orbax), the model config (JSON) and reports.
 
     DIR/config.json     ModelConfig fields (depth, kept_blocks, ...)
-    DIR/params/         orbax checkpoint of {'params': ..., 'carried': ...}; 'carried' holds weights the
-                        model does not use (a pretraining decoder), in their source layout
+    DIR/params/         orbax checkpoint of {'params': ...}: a classifier's, or a pretraining model's (the
+                        encoder's plus `encoder_to_decoder`, `mask_token` and `decoder`)
     DIR/<report files>  whatever the writer adds (conversion report, pruning report)
 
 Directories are written under a temporary name and renamed when complete, so a failure never
@@ -21,24 +21,22 @@ import orbax.checkpoint as ocp
 
 from gardener_jax.files import atomic_directory
 from gardener_jax.models import ModelConfig, VideoMAE
+from gardener_jax.models.pretraining import VideoMAEPretraining
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
 
-def write_checkpoint(directory: pathlib.Path, params, config: ModelConfig, carried=None):
+def write_checkpoint(directory: pathlib.Path, params, config: ModelConfig):
   """Writes params and config into an existing (temporary) directory; see `atomic_directory`."""
-  tree = {"params": params}
-  if carried:
-    tree["carried"] = carried
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(pathlib.Path(directory).absolute() / PARAMS_DIR, tree)
+    checkpointer.save(pathlib.Path(directory).absolute() / PARAMS_DIR, {"params": params})
   (pathlib.Path(directory) / CONFIG_FILE).write_text(config.to_json() + "\n")
 
 
-def save_checkpoint(out, params, config: ModelConfig, carried=None, overwrite: bool = False):
+def save_checkpoint(out, params, config: ModelConfig, overwrite: bool = False):
   with atomic_directory(out, overwrite) as tmp:
-    write_checkpoint(tmp, params, config, carried)
+    write_checkpoint(tmp, params, config)
 
 
 def read_config(directory) -> ModelConfig:
@@ -52,7 +50,7 @@ def read_config(directory) -> ModelConfig:
 
 
 def load_tree(directory) -> dict:
-  """The stored tree as numpy arrays with their stored dtypes (bit-exact): {'params', ['carried']}."""
+  """The stored tree as numpy arrays with their stored dtypes (bit-exact): {'params': ...}."""
   path = pathlib.Path(directory).absolute() / PARAMS_DIR
   if not path.is_dir():
     raise FileNotFoundError(f"{directory}: not a gardener_jax checkpoint (no {PARAMS_DIR}/)")
@@ -61,10 +59,21 @@ def load_tree(directory) -> dict:
 
 
 def load_checkpoint(directory) -> tuple[VideoMAE, dict, ModelConfig]:
-  """Loads a converted or pruned checkpoint: `model.apply({'params': params}, clips, train=False)`."""
+  """Loads a converted or pruned checkpoint: `model.apply({'params': params}, clips, train=False)`.
+  (Of a pretraining checkpoint, the model is its encoder: it returns the pooled features.)"""
   config = read_config(directory)
   params = jax.device_put(load_tree(directory)["params"])
   return VideoMAE(config), params, config
+
+
+def load_pretraining_checkpoint(directory) -> tuple[VideoMAEPretraining, dict, ModelConfig]:
+  """Loads a pretraining checkpoint, encoder and decoder:
+  `model.apply({'params': params}, clips, mask, train=False)` → {'loss', 'pred', 'target'}."""
+  config = read_config(directory)
+  if not config.is_pretraining:
+    raise ValueError(f"{directory}: not a pretraining checkpoint (its config has no decoder); use load_checkpoint")
+  params = jax.device_put(load_tree(directory)["params"])
+  return VideoMAEPretraining(config), params, config
 
 
 def cast_floats(params, dtype):

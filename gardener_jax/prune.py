@@ -91,7 +91,7 @@ def prune_checkpoint(checkpoint, out, *, criterion: str | None = None, ratio: fl
             "before": cost(params, config), "after": cost(pruned, pruned_config),
             "ranking": ranking.to_dict() if ranking else None}
   with atomic_directory(out, overwrite) as tmp:
-    write_checkpoint(tmp, pruned, pruned_config, tree.get("carried"))
+    write_checkpoint(tmp, pruned, pruned_config)
     (tmp / "prune_report.json").write_text(json.dumps(result, indent=2) + "\n")
     (tmp / "prune_report.md").write_text(report.prune_markdown(result, ranking))
     if ranking is not None:

@@ -81,14 +81,17 @@ def test_hf_legacy_bias_names_bin_and_single_file(tmp_path):
   np.testing.assert_allclose(factories.flax_logits(tmp_path / "single", x), expected, atol=ATOL, rtol=0)
 
 
-def test_hf_pretraining_carries_decoder(tmp_path):
+def test_hf_pretraining_converts_the_decoder(tmp_path):
   torch_model = factories.hf_pretraining()
   torch_model.save_pretrained(tmp_path / "hf")
   report = convert(tmp_path / "hf", tmp_path / "flax")
   assert report["kind"] == "pretraining"
-  assert "mask_token" in report["carried"] and "encoder_to_decoder.weight" in report["carried"]
-  assert any(k.startswith("decoder.decoder_layers.0.") for k in report["carried"])
-  assert read_config(tmp_path / "flax").num_classes == 0
+  mapped = {m["flax"]: m["torch"] for m in report["mapped"]}
+  assert mapped["mask_token"] == ["mask_token"] and mapped["encoder_to_decoder/kernel"] == ["encoder_to_decoder.weight"]
+  assert mapped["decoder/blocks/mlp/fc1/kernel"] == ["decoder.decoder_layers.N.intermediate.dense.weight"]
+  config = read_config(tmp_path / "flax")
+  assert config.num_classes == 0 and (config.decoder.width, config.decoder.depth, config.decoder.num_heads) == (16, 1, 2)
+  assert report["config_sources"]["decoder.num_heads"] == "config.json"
 
   export(tmp_path / "flax", tmp_path / "hf2", HF)
   _assert_same_bytes(load_file(tmp_path / "hf" / "model.safetensors"), load_file(tmp_path / "hf2" / "model.safetensors"))
@@ -144,7 +147,7 @@ def test_original_args_name_the_variant(tmp_path):
   assert report["config"]["image_size"] == 32  # input_size wins over the name's 224: they are one source
 
 
-def test_original_pretraining_round_trip(tmp_path):
+def test_an_incomplete_pretraining_decoder_is_an_error(tmp_path):
   encoder = factories.original_classifier(use_mean_pooling=False, num_classes=0)
   state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
   rng = torch.Generator().manual_seed(0)
@@ -153,11 +156,9 @@ def test_original_pretraining_round_trip(tmp_path):
                 "decoder.blocks.0.norm1.weight": torch.randn(16, generator=rng),
                 "decoder.head.weight": torch.randn(1536, 16, generator=rng)})
   torch.save({"model": state}, tmp_path / "pretrain.pth")
-  report = convert(tmp_path / "pretrain.pth", tmp_path / "flax", overrides=dict(num_heads=4, num_frames=4, image_size=32))
-  assert report["kind"] == "pretraining" and len(report["carried"]) == 4
-  export(tmp_path / "flax", tmp_path / "back.pth", ORIGINAL)
-  _assert_same_bytes(factories.state_numpy(state),
-                     factories.state_numpy(torch.load(tmp_path / "back.pth", weights_only=True)["model"]))
+  with pytest.raises(ConversionError, match=r"pretrain.pth: missing key 'decoder.blocks.0.mlp.fc1.weight'"):
+    convert(tmp_path / "pretrain.pth", tmp_path / "flax", overrides=dict(num_heads=4, num_frames=4, image_size=32))
+  assert not (tmp_path / "flax").exists()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -89,3 +89,45 @@ class VisionTransformer(nn.Module):
     x = self.norm(x)
     x = self.fc_norm(x.mean(1)) if self.fc_norm is not None else x[:, 0]
     return self.head(x)
+
+
+class PretrainVisionTransformer(nn.Module):
+  """The original release's masked autoencoder (`modeling_pretrain.PretrainVisionTransformer`): an
+  encoder on the visible tokens ending in `norm`, `encoder_to_decoder`, `mask_token`, and a decoder of
+  the same blocks with a final norm and a pixel head. State-dict keys as the release's."""
+
+  def __init__(self, *, width, depth, num_heads, mlp_dim, num_frames, image_size, decoder_width, decoder_depth,
+               decoder_heads, patch_size=16, tubelet_size=2, in_channels=3):
+    super().__init__()
+    from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
+
+    tokens = (num_frames // tubelet_size) * (image_size // patch_size) ** 2
+    self.encoder = nn.Module()
+    self.encoder.patch_embed = PatchEmbed(width, in_channels, tubelet_size, patch_size)
+    self.encoder.blocks = nn.ModuleList(Block(width, num_heads, mlp_dim, False) for _ in range(depth))
+    self.encoder.norm = nn.LayerNorm(width, eps=1e-6)
+    self.encoder_to_decoder = nn.Linear(width, decoder_width, bias=False)
+    self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
+    self.decoder = nn.Module()
+    self.decoder.blocks = nn.ModuleList(Block(decoder_width, decoder_heads, 4 * decoder_width, False)
+                                        for _ in range(decoder_depth))
+    self.decoder.norm = nn.LayerNorm(decoder_width, eps=1e-6)
+    self.decoder.head = nn.Linear(decoder_width, in_channels * tubelet_size * patch_size**2)
+    self.encoder_pos = get_sinusoid_encoding_table(tokens, width)  # plain attributes: not in the state dict
+    self.decoder_pos = get_sinusoid_encoding_table(tokens, decoder_width)
+
+  def forward(self, x, mask):
+    """x: (B, C, T, H, W); mask: (B, tokens) bool, True where masked → (B, masked, C · tubelet · patch²)."""
+    tokens = self.encoder.patch_embed(x) + self.encoder_pos.type_as(x)
+    b, _, c = tokens.shape
+    visible = tokens[~mask].reshape(b, -1, c)
+    for block in self.encoder.blocks:
+      visible = block(visible)
+    visible = self.encoder_to_decoder(self.encoder.norm(visible))
+    pos = self.decoder_pos.expand(b, -1, -1).type_as(x)
+    d = visible.shape[-1]
+    full = torch.cat([visible + pos[~mask].reshape(b, -1, d), self.mask_token + pos[mask].reshape(b, -1, d)], dim=1)
+    for block in self.decoder.blocks:
+      full = block(full)
+    masked = int(mask[0].sum())
+    return self.decoder.head(self.decoder.norm(full[:, -masked:]))

@@ -1,4 +1,5 @@
-from gardener_jax.models.config import VARIANTS, ModelConfig
+from gardener_jax.models.config import DECODER_VARIANTS, VARIANTS, DecoderConfig, ModelConfig
 from gardener_jax.models.videomae import VideoMAE, init_params, sinusoid_position_table
 
-__all__ = ["VARIANTS", "ModelConfig", "VideoMAE", "init_params", "sinusoid_position_table"]
+__all__ = ["DECODER_VARIANTS", "VARIANTS", "DecoderConfig", "ModelConfig", "VideoMAE", "init_params",
+           "sinusoid_position_table"]

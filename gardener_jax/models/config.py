@@ -1,4 +1,5 @@
-"""Model configuration of a (possibly pruned) VideoMAE encoder and classifier."""
+"""Model configuration of a (possibly pruned) VideoMAE encoder, its classifier head, and the masked
+autoencoder's decoder of a pretraining checkpoint."""
 
 from __future__ import annotations
 
@@ -13,6 +14,32 @@ VARIANTS = {
     "vit_l": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
     "vit_h": dict(width=1280, depth=32, num_heads=16, mlp_dim=5120),
 }
+
+# The original release's pretraining decoders (width, heads) by encoder size; 4 blocks unless told.
+DECODER_VARIANTS = {
+    "vit_s": dict(width=192, num_heads=3, mlp_dim=768),
+    "vit_b": dict(width=384, num_heads=6, mlp_dim=1536),
+    "vit_l": dict(width=512, num_heads=8, mlp_dim=2048),
+    "vit_h": dict(width=640, num_heads=8, mlp_dim=2560),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """The decoder that masked pretraining trains beside the encoder (SPEC §8): blocks like the
+  encoder's, a final LayerNorm and a linear head to the pixels of one tube."""
+
+  width: int = 384
+  depth: int = 4
+  num_heads: int = 6
+  mlp_dim: int = 1536
+  norm_eps: float = 1e-6  # LayerNorms inside the blocks (HuggingFace: the encoder's layer_norm_eps).
+  head_norm_eps: float = 1e-6  # the final norm (HuggingFace: 1e-5).
+  norm_pix_loss: bool = True  # targets: each tube's pixels normalised per channel (else raw pixels in [0, 1])
+
+  def __post_init__(self):
+    if self.width % self.num_heads:
+      raise ValueError(f"invalid DecoderConfig: width {self.width} is not a multiple of num_heads {self.num_heads}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +71,11 @@ class ModelConfig:
   attention_dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   remat: bool = False
+  decoder: DecoderConfig | None = None  # a pretraining checkpoint's decoder; None for classifiers
+
+  @property
+  def is_pretraining(self) -> bool:
+    return self.decoder is not None
 
   def __post_init__(self):
     unpruned = tuple(range(1, self.depth + 1))
@@ -109,6 +141,8 @@ class ModelConfig:
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(known)}")
+    if isinstance(d.get("decoder"), dict):
+      d = {**d, "decoder": DecoderConfig(**d["decoder"])}
     return cls(**d)
 
   def to_json(self) -> str:

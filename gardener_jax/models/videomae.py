@@ -253,6 +253,18 @@ class Block(nn.Module):
     return x, None
 
 
+def stacked_blocks(config: ModelConfig, *, train: bool, dtype, attention: str | None, name: str):
+  """`config.depth` blocks as one callable on (batch, tokens, width), their parameters stacked along a
+  leading depth axis under `name` (`nn.scan`); drop path rises from 0 to `config.drop_path_rate`.
+  Call it inside a module's compact method: the stack becomes that module's child."""
+  block = nn.remat(Block, prevent_cse=False) if config.remat else Block
+  scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True}, in_axes=0,
+                    length=config.depth)
+  layer = scanned(config, deterministic=not train, dtype=dtype, attention=attention, name=name)
+  rates = jnp.linspace(0.0, config.drop_path_rate, config.depth)
+  return lambda x: layer(x, rates)[0]
+
+
 class VideoMAE(nn.Module):
   """VideoMAE encoder + head. Clips are (batch, frames, height, width, channels).
 
@@ -272,17 +284,7 @@ class VideoMAE(nn.Module):
       raise ValueError(f"clips have shape {tuple(clips.shape)}; this model expects (batch, *{expected})")
     x = PatchEmbed(c, self.dtype, name="patch_embed")(clips)
     x = x + jnp.asarray(sinusoid_position_table(c.num_tokens, c.width), self.dtype)
-
-    block = nn.remat(Block, prevent_cse=False) if c.remat else Block
-    blocks = nn.scan(
-        block,
-        variable_axes={"params": 0},
-        split_rngs={"params": True, "dropout": True},
-        in_axes=0,
-        length=c.depth,
-    )
-    drop_path_rates = jnp.linspace(0.0, c.drop_path_rate, c.depth)
-    x, _ = blocks(c, deterministic=not train, dtype=self.dtype, attention=self.attention, name="blocks")(x, drop_path_rates)
+    x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks")(x)
 
     if c.use_mean_pooling:
       x = LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="fc_norm")(x.mean(axis=1))

@@ -1,6 +1,7 @@
 """Command line of the converter.
 
   python -m tools.convert_torch SRC OUT [--variant vit_b] [--num_heads N --num_frames N --image_size N]
+                                       [--decoder_num_heads N]  (a pretraining checkpoint's decoder)
   python -m tools.convert_torch --to-hf FLAX_CKPT OUT_DIR [--fold_layer_scale]
   python -m tools.convert_torch --to-original FLAX_CKPT OUT.pth
 """
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
   direction.add_argument("--to-original", dest="to", action="store_const", const=ORIGINAL,
                          help="export to an original-release .pth")
   parser.add_argument("--variant", help="named size that gives what shapes cannot: vit_s, vit_b, vit_l, vit_h")
-  for field in ("num_heads", "num_frames", "image_size"):
+  for field in ("num_heads", "num_frames", "image_size", "decoder_num_heads"):
     parser.add_argument(f"--{field}", type=int, help=f"{field} when neither the file nor --variant gives it")
   parser.add_argument("--fold_layer_scale", action="store_true",
                       help="--to-hf only: multiply gamma_1/gamma_2 into attn.proj/mlp.fc2 (HF has no layer scale)")
@@ -38,12 +39,13 @@ def main(argv=None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
       print(f"wrote {args.out} ({args.to} layout) in {time.perf_counter() - start:.2f} s")
     else:
-      overrides = dict(num_heads=args.num_heads, num_frames=args.num_frames, image_size=args.image_size)
+      overrides = dict(num_heads=args.num_heads, num_frames=args.num_frames, image_size=args.image_size,
+                       decoder_num_heads=args.decoder_num_heads)
       report = convert(args.src, args.out, variant=args.variant, overrides=overrides, overwrite=args.overwrite)
       c = report["config"]
       print(f"converted {report['source']} ({report['layout']}, {report['kind']}): depth {c['depth']}, width "
             f"{c['width']}, heads {c['num_heads']}, {c['num_classes']} classes, {report['num_params']:,} params, "
-            f"{len(report['carried'])} keys carried, {len(report['ignored'])} ignored → {args.out} "
+            f"{len(report['ignored'])} keys ignored → {args.out} "
             f"in {time.perf_counter() - start:.2f} s")
   except (ConversionError, FileExistsError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -14,12 +14,10 @@ from gardener_jax.files import atomic_directory, atomic_path
 from gardener_jax.models import ModelConfig, sinusoid_position_table
 from tools.convert_torch.errors import ConversionError
 from tools.convert_torch.infer import infer_config
-from tools.convert_torch.layouts import (HF, ORIGINAL, canonical_key, detect_layout, flatten, flax_to_torch,
-                                         is_carried, nest, torch_to_flax)
+from tools.convert_torch.layouts import HF, ORIGINAL, canonical_key, detect_layout, flax_to_torch, torch_to_flax
 from tools.convert_torch.read import read_source
 
 REPORT_JSON, REPORT_MD = "conversion_report.json", "conversion_report.md"
-CARRIED_CONFIG = "carried_config.json"  # the source's settings for the carried weights (HF decoder_* fields)
 
 
 def convert(src, out, *, variant: str | None = None, overrides: dict[str, Any] | None = None,
@@ -49,28 +47,23 @@ def convert(src, out, *, variant: str | None = None, overrides: dict[str, Any] |
       raise ConversionError(f"{name}: key 'pos_embed' is not the fixed sinusoid table; learned position "
                             "embeddings are not supported")
     ignored["pos_embed"] = "equals the fixed sinusoid table, which the model rebuilds"
-  carried = {k: tensors.pop(k) for k in list(tensors) if is_carried(layout, k)}
   if tensors:
     raise ConversionError(f"{name}: unexpected keys that are not VideoMAE {layout} weights: {sorted(tensors)[:10]}")
 
   report = {
       "source": name,
       "layout": layout,
-      "kind": "pretraining" if carried else "finetuned",
+      "kind": "pretraining" if config.is_pretraining else "finetuned",
       "config": config.to_dict(),
       "config_sources": provenance,
       "num_params": count_params(params),
       "dtypes": sorted({str(a.dtype) for a in jax.tree.leaves(params)}),
       "mapped": [{"flax": flax, "torch": keys} for flax, keys in mapped],
-      "carried": sorted(carried),
       "ignored": ignored,
   }
   with atomic_directory(out, overwrite) as tmp:
-    write_checkpoint(tmp, params, config, {layout: nest(carried, ".")} if carried else None)
+    write_checkpoint(tmp, params, config)
     (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-    if carried and source.hf_config:
-      carried_config = {k: v for k, v in source.hf_config.items() if k.startswith("decoder_") or k == "norm_pix_loss"}
-      (tmp / CARRIED_CONFIG).write_text(json.dumps(carried_config, indent=2) + "\n")
     (tmp / REPORT_MD).write_text(_report_markdown(report))
   return report
 
@@ -90,15 +83,12 @@ def export(checkpoint, out, layout: str, *, fold_layer_scale: bool = False, over
     params, config = fold_layer_scale_into_linears(params, config)
     warnings.append("layer scale folded into attn.proj and mlp.fc2: those values are no longer bit-identical")
   tensors = flax_to_torch(params, layout, config)
-  carried = flatten(tree.get("carried", {}).get(layout, {}), ".")
-  if carried and layout == ORIGINAL:  # the pretraining layout prefixes the encoder
-    tensors = {f"encoder.{k}": v for k, v in tensors.items()}
-  tensors.update(carried)
+  if config.is_pretraining and layout == ORIGINAL:  # the release's pretraining files prefix the encoder
+    tensors = {k if k.startswith(("decoder.", "encoder_to_decoder.", "mask_token")) else f"encoder.{k}": v
+               for k, v in tensors.items()}
 
   if layout == HF:
-    carried_config_path = pathlib.Path(checkpoint) / CARRIED_CONFIG
-    carried_config = json.loads(carried_config_path.read_text()) if carried_config_path.is_file() else {}
-    hf_config, hf_warnings = to_hf_config(config, carried, carried_config)
+    hf_config, hf_warnings = to_hf_config(config)
     warnings += hf_warnings
     with atomic_directory(out, overwrite) as tmp:
       from safetensors.numpy import save_file
@@ -122,16 +112,15 @@ def fold_layer_scale_into_linears(params, config: ModelConfig):
   return {**params, "blocks": blocks}, config.replace(layer_scale=False)
 
 
-def to_hf_config(config: ModelConfig, carried: dict[str, np.ndarray],
-                 carried_config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def to_hf_config(config: ModelConfig) -> tuple[dict[str, Any], list[str]]:
   warnings = []
-  if config.use_mean_pooling and config.head_norm_eps != 1e-5:
+  if config.use_mean_pooling and not config.is_pretraining and config.head_norm_eps != 1e-5:
     warnings.append(f"HuggingFace fixes fc_norm's eps at 1e-5; this model uses {config.head_norm_eps} "
                     "(logits differ by about 1e-6)")
   if not config.use_mean_pooling and config.head_norm_eps != config.norm_eps:
     warnings.append(f"HuggingFace uses one eps ({config.norm_eps}) for the blocks and the final norm; "
                     f"this model's final norm uses {config.head_norm_eps}")
-  if carried:
+  if config.is_pretraining:
     architecture = "VideoMAEForPreTraining"
   elif config.num_classes or config.use_mean_pooling:
     architecture = "VideoMAEForVideoClassification"
@@ -148,8 +137,13 @@ def to_hf_config(config: ModelConfig, carried: dict[str, np.ndarray],
       "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_classes)},
       "label2id": {f"LABEL_{i}": i for i in range(config.num_classes)},
       "gardener_kept_blocks": list(config.kept_blocks), "gardener_original_depth": config.original_depth,
-      **(carried_config if carried else {}),
   }
+  if d := config.decoder:
+    hf.update(decoder_hidden_size=d.width, decoder_num_hidden_layers=d.depth, decoder_num_attention_heads=d.num_heads,
+              decoder_intermediate_size=d.mlp_dim, norm_pix_loss=d.norm_pix_loss)
+    if (d.norm_eps, d.head_norm_eps) != (config.norm_eps, 1e-5):
+      warnings.append(f"HuggingFace's decoder uses the encoder's eps ({config.norm_eps}) in its blocks and 1e-5 in "
+                      f"its final norm; this decoder uses {d.norm_eps} and {d.head_norm_eps} (outputs differ slightly)")
   return hf, warnings
 
 
@@ -173,8 +167,6 @@ def _report_markdown(report: dict[str, Any]) -> str:
   lines += [f"| {k} | {v} | {report['config_sources'].get(k, 'default')} |" for k, v in report["config"].items()]
   lines += ["", f"## Mapped ({len(report['mapped'])} Flax leaves)", "", "| flax | torch |", "|---|---|"]
   lines += [f"| `{m['flax']}` | {', '.join(f'`{t}`' for t in m['torch'])} |" for m in report["mapped"]]
-  lines += ["", f"## Carried unconverted ({len(report['carried'])} keys, under `carried/`)", ""]
-  lines += [f"- `{k}`" for k in report["carried"]]
   lines += ["", f"## Ignored ({len(report['ignored'])})", ""]
   lines += [f"- `{k}`: {why}" for k, why in report["ignored"].items()]
   return "\n".join(lines) + "\n"

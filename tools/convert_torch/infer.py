@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gardener_jax.models import VARIANTS, ModelConfig
+from gardener_jax.models import DECODER_VARIANTS, VARIANTS, DecoderConfig, ModelConfig
 from tools.convert_torch.errors import ConversionError
 from tools.convert_torch.layouts import ORIGINAL
 from tools.convert_torch.read import LazyTensors
@@ -37,6 +37,8 @@ def _from_shapes(tensors: LazyTensors, layout: str, source: str) -> dict[str, An
   if fc1 not in tensors:
     raise ConversionError(f"{source}: missing key '{fc1}' (expected the first block's MLP)")
   found = [flag for key, flag in pooling.items() if key in tensors]
+  if not found and "encoder_to_decoder.weight" in tensors:
+    found = [True]  # a HuggingFace pretraining encoder that mean-pools: no final norm, no fc_norm
   if len(found) != 1:
     raise ConversionError(f"{source}: expected exactly one of the keys {list(pooling)} (mean pooling + fc_norm, "
                           f"or a final norm); found {'both' if found else 'neither'}")
@@ -96,9 +98,30 @@ def _from_train_args(args: dict[str, Any]) -> dict[str, Any]:
   return facts
 
 
+def _resolve(sources: list[tuple[str, dict[str, Any]]], source: str, prefix: str = ""):
+  """Merges the facts of every source; two sources that disagree on a field are an error."""
+  resolved, provenance = {}, {}
+  for name, facts in sources:
+    for field, value in facts.items():
+      if field in resolved and resolved[field] != value:
+        raise ConversionError(f"{source}: {prefix}{field} is {resolved[field]} according to {provenance[field]} but "
+                              f"{value} according to {name}")
+      resolved.setdefault(field, value)
+      provenance.setdefault(field, name)
+  return resolved, provenance
+
+
+def _fill(resolved: dict, provenance: dict, defaults: list[tuple[str, dict[str, Any]]]) -> None:
+  for name, facts in defaults:
+    for field, value in facts.items():
+      if field not in resolved:
+        resolved[field], provenance[field] = value, name
+
+
 def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=None, gardener_config=None,
                  variant=None, overrides=None) -> tuple[ModelConfig, dict[str, str]]:
   """Returns the config and, per field, the source it came from."""
+  overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
   sources: list[tuple[str, dict[str, Any]]] = [("weight shapes", _from_shapes(tensors, layout, source))]
   if hf_config is not None:
     sources.append(("config.json", _from_hf_config(hf_config, source)))
@@ -110,17 +133,8 @@ def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=Non
     if variant not in VARIANTS:
       raise ConversionError(f"--variant {variant!r} is unknown; known: {', '.join(VARIANTS)}")
     sources.append((f"--variant {variant}", {k: v for k, v in VARIANTS[variant].items() if k != "depth"}))
-  sources.append(("flags", {k: v for k, v in (overrides or {}).items() if v is not None}))
-
-  resolved, provenance = {}, {}
-  for name, facts in sources:
-    for field, value in facts.items():
-      if field in resolved and resolved[field] != value:
-        raise ConversionError(
-            f"{source}: {field} is {resolved[field]} according to {provenance[field]} but {value} according to {name}"
-        )
-      resolved.setdefault(field, value)
-      provenance.setdefault(field, name)
+  sources.append(("flags", {k: v for k, v in overrides.items() if not k.startswith("decoder_")}))
+  resolved, provenance = _resolve(sources, source)
 
   # Fields the layout fixes, then the input size a named variant implies (SPEC §1: 16 × 224²).
   if layout == ORIGINAL:
@@ -131,10 +145,7 @@ def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=Non
   defaults = [(f"{layout} layout", fixed)]
   if variant:
     defaults.append((f"--variant {variant} (16 × 224² clips)", dict(num_frames=16, image_size=224)))
-  for name, facts in defaults:
-    for field, value in facts.items():
-      if field not in resolved:
-        resolved[field], provenance[field] = value, name
+  _fill(resolved, provenance, defaults)
 
   missing = [f for f in ("num_heads", "num_frames", "image_size") if f not in resolved]
   if missing:
@@ -142,8 +153,56 @@ def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=Non
         f"{source}: the weights do not determine {', '.join(missing)}; "
         + "; ".join(_HOW_TO_SUPPLY.format(flag=f) for f in missing)
     )
+  if "encoder_to_decoder.weight" in tensors:
+    decoder, decoder_provenance = _infer_decoder(tensors, layout, source, hf_config, train_args, gardener_config,
+                                                 variant, overrides, resolved["norm_eps"])
+    resolved["decoder"] = decoder
+    provenance.update({f"decoder.{k}": v for k, v in decoder_provenance.items()})
   try:
     config = ModelConfig(**resolved)
   except (TypeError, ValueError) as e:
     raise ConversionError(f"{source}: {e}") from None
   return config, provenance
+
+
+def _infer_decoder(tensors, layout, source, hf_config, train_args, gardener_config, variant, overrides,
+                   encoder_norm_eps) -> tuple[DecoderConfig, dict[str, str]]:
+  """The pretraining decoder's config from the same kinds of sources as the encoder's."""
+  blocks, fc1 = ((r"^decoder\.blocks\.(\d+)\.", "decoder.blocks.0.mlp.fc1.weight") if layout == ORIGINAL else
+                 (r"^decoder\.decoder_layers\.(\d+)\.", "decoder.decoder_layers.0.intermediate.dense.weight"))
+  depth = {int(m[1]) for k in tensors if (m := re.match(blocks, k))}
+  if fc1 not in tensors:
+    raise ConversionError(f"{source}: missing key '{fc1}' (expected the first decoder block's MLP)")
+  sources = [("weight shapes", dict(width=tensors.shape("encoder_to_decoder.weight")[0], depth=max(depth) + 1,
+                                    mlp_dim=tensors.shape(fc1)[0]))]
+  if hf_config is not None:
+    names = dict(width="decoder_hidden_size", depth="decoder_num_hidden_layers",
+                 num_heads="decoder_num_attention_heads", mlp_dim="decoder_intermediate_size",
+                 norm_pix_loss="norm_pix_loss")
+    sources.append(("config.json", {field: hf_config[key] for field, key in names.items() if key in hf_config}))
+  if train_args:
+    facts = {}
+    if m := _MODEL_NAME.search(str(train_args.get("model", ""))):
+      facts.update(DECODER_VARIANTS[_SIZE_TO_VARIANT[m[1]]])
+    if isinstance(train_args.get("decoder_depth"), int):
+      facts["depth"] = train_args["decoder_depth"]
+    if isinstance(train_args.get("normlize_target"), bool):  # the release's spelling
+      facts["norm_pix_loss"] = train_args["normlize_target"]
+    sources.append(("pickled args", facts))
+  if gardener_config and isinstance(gardener_config.get("decoder"), dict):
+    sources.append(("gardener_config", gardener_config["decoder"]))
+  if variant:
+    sources.append((f"--variant {variant}", DECODER_VARIANTS[variant]))
+  if "decoder_num_heads" in overrides:
+    sources.append(("flags", {"num_heads": overrides["decoder_num_heads"]}))
+  resolved, provenance = _resolve(sources, source, "decoder.")
+  fixed = (dict(norm_eps=1e-6, head_norm_eps=1e-6) if layout == ORIGINAL else
+           dict(norm_eps=encoder_norm_eps, head_norm_eps=1e-5))  # HF: the encoder's eps; its final norm's default
+  _fill(resolved, provenance, [(f"{layout} layout", fixed)])
+  if "num_heads" not in resolved:
+    raise ConversionError(f"{source}: the weights do not determine the decoder's num_heads; pass --variant "
+                          "(vit_s, vit_b, vit_l, vit_h) or --decoder_num_heads")
+  try:
+    return DecoderConfig(**resolved), provenance
+  except (TypeError, ValueError) as e:
+    raise ConversionError(f"{source}: {e}") from None

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from gardener_jax.models import ModelConfig, VideoMAE
+from gardener_jax.models.pretraining import init_pretraining_params
 from tools.convert_torch.errors import ConversionError
 from tools.convert_torch.read import LazyTensors
 
@@ -26,79 +27,94 @@ class Rule:
   `kind` says how the layouts differ: 'dense' (Linear (out, in) ↔ kernel (in, out)), 'conv'
   (Conv3d (O, I, T, H, W) ↔ (T, H, W, I, O)) or 'copy'. Several torch keys are concatenated along
   their first (output) axis: HuggingFace splits the fused qkv matrix into query, key and value.
-  Per-block rules have `{i}` in their keys and a Flax leaf stacked along depth.
+  A rule of a block stack (`stack`: 'blocks', the encoder's, or 'decoder/blocks') has `{i}` in its
+  keys and a Flax leaf stacked along depth.
   """
 
   flax: str
   torch: tuple[str, ...]
   kind: str = "copy"
-  per_block: bool = False
+  stack: str = ""
 
 
-def _linear(flax, torch, per_block=False):
-  return [Rule(f"{flax}/kernel", (f"{torch}.weight",), "dense", per_block),
-          Rule(f"{flax}/bias", (f"{torch}.bias",), "copy", per_block)]
+ENCODER, DECODER = "blocks", "decoder/blocks"
 
 
-def _layer_norm(flax, torch, per_block=False):
-  return [Rule(f"{flax}/scale", (f"{torch}.weight",), "copy", per_block),
-          Rule(f"{flax}/bias", (f"{torch}.bias",), "copy", per_block)]
+def stack_depth(config: ModelConfig, stack: str) -> int:
+  return config.depth if stack == ENCODER else config.decoder.depth
+
+
+def _linear(flax, torch, stack=""):
+  return [Rule(f"{flax}/kernel", (f"{torch}.weight",), "dense", stack),
+          Rule(f"{flax}/bias", (f"{torch}.bias",), "copy", stack)]
+
+
+def _layer_norm(flax, torch, stack=""):
+  return [Rule(f"{flax}/scale", (f"{torch}.weight",), "copy", stack),
+          Rule(f"{flax}/bias", (f"{torch}.bias",), "copy", stack)]
+
+
+def _block_rules(layout: str, stack: str, b: str, layer_scale: bool) -> list[Rule]:
+  """One stack of blocks whose torch keys start with `b` (holding `{i}`)."""
+  if layout == ORIGINAL:
+    table = [
+        *_layer_norm(f"{stack}/norm1", b + "norm1", stack),
+        Rule(f"{stack}/attn/qkv/kernel", (b + "attn.qkv.weight",), "dense", stack),
+        Rule(f"{stack}/attn/q_bias", (b + "attn.q_bias",), stack=stack),
+        Rule(f"{stack}/attn/v_bias", (b + "attn.v_bias",), stack=stack),
+        *_linear(f"{stack}/attn/proj", b + "attn.proj", stack),
+        *_layer_norm(f"{stack}/norm2", b + "norm2", stack),
+        *_linear(f"{stack}/mlp/fc1", b + "mlp.fc1", stack),
+        *_linear(f"{stack}/mlp/fc2", b + "mlp.fc2", stack),
+    ]
+    if layer_scale:
+      table += [Rule(f"{stack}/gamma_1", (b + "gamma_1",), stack=stack),
+                Rule(f"{stack}/gamma_2", (b + "gamma_2",), stack=stack)]
+    return table
+  if layer_scale:
+    raise ConversionError("the HuggingFace VideoMAE has no layer scale (gamma_1, gamma_2); fold it first")
+  attn = b + "attention.attention."
+  return [
+      *_layer_norm(f"{stack}/norm1", b + "layernorm_before", stack),
+      Rule(f"{stack}/attn/qkv/kernel", tuple(attn + f"{n}.weight" for n in ("query", "key", "value")), "dense", stack),
+      Rule(f"{stack}/attn/q_bias", (attn + "q_bias",), stack=stack),
+      Rule(f"{stack}/attn/v_bias", (attn + "v_bias",), stack=stack),
+      *_linear(f"{stack}/attn/proj", b + "attention.output.dense", stack),
+      *_layer_norm(f"{stack}/norm2", b + "layernorm_after", stack),
+      *_linear(f"{stack}/mlp/fc1", b + "intermediate.dense", stack),
+      *_linear(f"{stack}/mlp/fc2", b + "output.dense", stack),
+  ]
 
 
 def rules(layout: str, config: ModelConfig) -> list[Rule]:
   if layout == ORIGINAL:
-    b = "blocks.{i}."
-    table = [
-        Rule("patch_embed/proj/kernel", ("patch_embed.proj.weight",), "conv"),
-        Rule("patch_embed/proj/bias", ("patch_embed.proj.bias",)),
-        *_layer_norm("blocks/norm1", b + "norm1", True),
-        Rule("blocks/attn/qkv/kernel", (b + "attn.qkv.weight",), "dense", True),
-        Rule("blocks/attn/q_bias", (b + "attn.q_bias",), per_block=True),
-        Rule("blocks/attn/v_bias", (b + "attn.v_bias",), per_block=True),
-        *_linear("blocks/attn/proj", b + "attn.proj", True),
-        *_layer_norm("blocks/norm2", b + "norm2", True),
-        *_linear("blocks/mlp/fc1", b + "mlp.fc1", True),
-        *_linear("blocks/mlp/fc2", b + "mlp.fc2", True),
-    ]
-    if config.layer_scale:
-      table += [Rule("blocks/gamma_1", (b + "gamma_1",), per_block=True),
-                Rule("blocks/gamma_2", (b + "gamma_2",), per_block=True)]
-    table += _layer_norm("fc_norm", "fc_norm") if config.use_mean_pooling else _layer_norm("norm", "norm")
-    head = "head"
+    patch, blocks, final_norm, head = "patch_embed.proj", "blocks.{i}.", "norm", "head"
+    decoder_blocks = "decoder.blocks.{i}."
   elif layout == HF:
-    b = "videomae.encoder.layer.{i}."
-    attn = b + "attention.attention."
-    table = [
-        Rule("patch_embed/proj/kernel", ("videomae.embeddings.patch_embeddings.projection.weight",), "conv"),
-        Rule("patch_embed/proj/bias", ("videomae.embeddings.patch_embeddings.projection.bias",)),
-        *_layer_norm("blocks/norm1", b + "layernorm_before", True),
-        Rule("blocks/attn/qkv/kernel", tuple(attn + f"{n}.weight" for n in ("query", "key", "value")), "dense", True),
-        Rule("blocks/attn/q_bias", (attn + "q_bias",), per_block=True),
-        Rule("blocks/attn/v_bias", (attn + "v_bias",), per_block=True),
-        *_linear("blocks/attn/proj", b + "attention.output.dense", True),
-        *_layer_norm("blocks/norm2", b + "layernorm_after", True),
-        *_linear("blocks/mlp/fc1", b + "intermediate.dense", True),
-        *_linear("blocks/mlp/fc2", b + "output.dense", True),
-    ]
-    if config.layer_scale:
-      raise ConversionError("the HuggingFace VideoMAE has no layer scale (gamma_1, gamma_2); fold it first")
-    table += _layer_norm("fc_norm", "fc_norm") if config.use_mean_pooling else _layer_norm("norm", "videomae.layernorm")
-    head = "classifier"
+    patch, blocks, final_norm, head = ("videomae.embeddings.patch_embeddings.projection", "videomae.encoder.layer.{i}.",
+                                       "videomae.layernorm", "classifier")
+    decoder_blocks = "decoder.decoder_layers.{i}."
   else:
     raise ValueError(f"unknown layout {layout!r}")
+  table = [Rule("patch_embed/proj/kernel", (f"{patch}.weight",), "conv"),
+           Rule("patch_embed/proj/bias", (f"{patch}.bias",)),
+           *_block_rules(layout, ENCODER, blocks, config.layer_scale)]
+  if not config.use_mean_pooling:
+    table += _layer_norm("norm", final_norm)
+  elif not config.is_pretraining:  # a pretraining encoder that mean-pools ends without a norm
+    table += _layer_norm("fc_norm", "fc_norm")
   if config.num_classes:
     table += _linear("head", head)
+  if config.is_pretraining:
+    table += [Rule("encoder_to_decoder/kernel", ("encoder_to_decoder.weight",), "dense"),
+              Rule("mask_token", ("mask_token",)),
+              *_block_rules(layout, DECODER, decoder_blocks, False),
+              *_layer_norm("decoder/norm", "decoder.norm"), *_linear("decoder/head", "decoder.head")]
   return table
 
 
 # ---------------------------------------------------------------------------------------------
 # Key normalisation: the many spellings found in the wild → the canonical keys of `rules`.
-
-_CARRIED = {
-    ORIGINAL: re.compile(r"^(encoder_to_decoder\.|mask_token$|decoder\.)"),
-    HF: re.compile(r"^(encoder_to_decoder\.|mask_token$|decoder\.)"),
-}
-
 
 def detect_layout(keys, source: str = "checkpoint") -> str:
   keys = list(keys)
@@ -125,18 +141,16 @@ def canonical_key(layout: str, key: str) -> str:
   return re.sub(r"attention\.attention\.(query|value)\.bias$", lambda m: f"attention.attention.{m[1][0]}_bias", key)
 
 
-def is_carried(layout: str, key: str) -> bool:
-  """Pretraining-only weights (decoder, encoder_to_decoder, mask_token): kept aside, not converted."""
-  return bool(_CARRIED[layout].match(key))
-
-
 # ---------------------------------------------------------------------------------------------
 # The mapping itself.
 
 def _flax_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-  clips = jax.ShapeDtypeStruct((1, config.num_frames, config.image_size, config.image_size, config.in_channels),
-                               np.float32)
-  abstract = jax.eval_shape(VideoMAE(config).init, jax.random.key(0), clips)["params"]
+  if config.is_pretraining:
+    abstract = jax.eval_shape(lambda: init_pretraining_params(config))
+  else:
+    clips = jax.ShapeDtypeStruct((1, config.num_frames, config.image_size, config.image_size, config.in_channels),
+                                 np.float32)
+    abstract = jax.eval_shape(VideoMAE(config).init, jax.random.key(0), clips)["params"]
   return {"/".join(k.key for k in path): leaf.shape
           for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
 
@@ -205,7 +219,7 @@ def flatten(tree: dict, sep: str = "/", prefix: str = "") -> dict[str, np.ndarra
 
 
 def torch_to_flax(tensors: LazyTensors, layout: str, config: ModelConfig, *, source: str = "checkpoint"):
-  """Moves the encoder and head weights out of `tensors` (canonical keys) into a Flax params tree
+  """Moves the model's weights out of `tensors` (canonical keys) into a Flax params tree
   (jax arrays holding the source's dtypes and bits).
 
   Consumed keys are popped from `tensors`, so what is left afterwards is what the model does not
@@ -215,8 +229,8 @@ def torch_to_flax(tensors: LazyTensors, layout: str, config: ModelConfig, *, sou
   flat, mapped = {}, []
   for rule in rules(layout, config):
     flax_shape = shapes[rule.flax]
-    block_ids = list(range(config.depth)) if rule.per_block else [None]
-    expected = _torch_shape(rule.kind, flax_shape[1:] if rule.per_block else flax_shape, len(rule.torch))
+    block_ids = list(range(stack_depth(config, rule.stack))) if rule.stack else [None]
+    expected = _torch_shape(rule.kind, flax_shape[1:] if rule.stack else flax_shape, len(rule.torch))
     leaf = None
     for slot, i in enumerate(block_ids):
       for part, template in enumerate(rule.torch):
@@ -232,10 +246,10 @@ def torch_to_flax(tensors: LazyTensors, layout: str, config: ModelConfig, *, sou
           raise ConversionError(f"{source}: key '{key}' is {array.dtype}, '{rule.torch[0].format(i=block_ids[0])}' "
                                 f"is {leaf.dtype}; expected one dtype per parameter")
         _check_finite(array, key, source)
-        _write_flax(rule.kind, array, leaf[slot] if rule.per_block else leaf, part)
+        _write_flax(rule.kind, array, leaf[slot] if rule.stack else leaf, part)
     # Host jax arrays: orbax writes them without another copy of the tree; conversion never needs an accelerator.
     flat[rule.flax] = jax.device_put(leaf, jax.devices("cpu")[0])
-    mapped.append((rule.flax, [t.format(i="N") if rule.per_block else t for t in rule.torch]))
+    mapped.append((rule.flax, [t.format(i="N") if rule.stack else t for t in rule.torch]))
   return nest(flat), mapped
 
 
@@ -245,8 +259,8 @@ def flax_to_torch(params: dict, layout: str, config: ModelConfig) -> dict[str, n
   tensors = {}
   for rule in rules(layout, config):
     leaf = np.asarray(flat[rule.flax])
-    for i in (range(config.depth) if rule.per_block else [None]):
-      parts = _read_flax(rule.kind, leaf[i] if rule.per_block else leaf, len(rule.torch))
+    for i in (range(stack_depth(config, rule.stack)) if rule.stack else [None]):
+      parts = _read_flax(rule.kind, leaf[i] if rule.stack else leaf, len(rule.torch))
       for template, part in zip(rule.torch, parts):
         tensors[template.format(i=i)] = part
   return tensors

@@ -1,0 +1,217 @@
+"""Masked pretraining against PyTorch: the Flax model's loss, predictions and gradients equal
+HuggingFace's VideoMAEForPreTraining and the original release's model on converted weights; pretraining
+checkpoints convert both ways bit for bit; tube masks are what the release draws."""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+
+import gardener_jax
+from gardener_jax.data.sampling import IMAGENET_MEAN, IMAGENET_STD
+from gardener_jax.models import ModelConfig
+from gardener_jax.models.pretraining import masked_per_clip, tube_masks
+from tests import factories
+from tests.torch_reference import PretrainVisionTransformer
+from tools.convert_torch import HF, ORIGINAL, convert, export
+from tools.convert_torch.layouts import canonical_key, torch_to_flax
+from tools.convert_torch.read import LazyTensors, read_source
+
+SHAPES = {  # tubelet 1 and 2; non-square token grids (T' ≠ H' = W'); decoder width 16 ≠ encoder width 32
+    "tubelet2": dict(),
+    "tubelet1": dict(tubelet_size=1),
+    "grid_4x3x3": dict(num_frames=8, image_size=48),
+    "mean_pooling": dict(use_mean_pooling=True),  # an encoder without a final norm
+}
+
+
+def _mask(config: ModelConfig, batch=2, seed=0, ratio=0.75) -> np.ndarray:
+  return np.array(tube_masks(jax.random.key(seed), batch, config, ratio))
+
+
+def _flax_loss_and_grads(model, params, clips, mask):
+  def loss(p):
+    out = model.apply({"params": p}, clips, mask, num_masked=int(mask[0].sum()))
+    return out["loss"], out["pred"]
+  (value, pred), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  return float(value), np.asarray(pred), grads
+
+
+def _torch_grads(torch_model, layout: str, config: ModelConfig) -> dict:
+  """The torch model's gradients, moved into the Flax layout by the converter's own rules."""
+  grads = {canonical_key(layout, name): p.grad.detach().numpy() for name, p in torch_model.named_parameters()
+           if p.grad is not None and not name.endswith("key.bias")}
+  return torch_to_flax(LazyTensors({k: v.shape for k, v in grads.items()}, grads.__getitem__), layout, config)[0]
+
+
+def _assert_grads_close(ours, theirs):
+  flat_ours = dict(jax.tree_util.tree_leaves_with_path(ours))
+  flat_theirs = dict(jax.tree_util.tree_leaves_with_path(theirs))
+  assert flat_ours.keys() == flat_theirs.keys()
+  for path, expected in flat_theirs.items():
+    expected = np.asarray(expected)
+    np.testing.assert_allclose(np.asarray(flat_ours[path]), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max(),
+                               err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_huggingface_pretraining_parity(shape, tmp_path):
+  overrides = SHAPES[shape]
+  torch_model = factories.hf_pretraining(seed=1, **overrides)
+  torch_model.save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "flax")
+  model, params, config = gardener_jax.load_pretraining_checkpoint(tmp_path / "flax")
+  assert config.decoder.width == 16 and config.width == 32 and set(params) >= {"decoder", "mask_token", "blocks"}
+  clips, mask = factories.clips(overrides), _mask(config)
+
+  torch_out = torch_model.train()(torch.from_numpy(clips).permute(0, 1, 4, 2, 3), torch.from_numpy(mask))
+  torch_out.loss.backward()
+  loss, pred, grads = _flax_loss_and_grads(model, params, clips, mask)
+  np.testing.assert_allclose(loss, torch_out.loss.item(), rtol=1e-5)
+  np.testing.assert_allclose(pred, torch_out.logits.detach().numpy(), atol=1e-5, rtol=0)
+  assert pred.shape == (2, masked_per_clip(config, 0.75), 3 * config.tubelet_size * 16 * 16)
+  _assert_grads_close(grads, _torch_grads(torch_model, HF, config))
+
+
+def _release_loss(x, mask, pred, tubelet: int, patch: int):
+  """The release's pretraining loss (engine_for_pretraining): x (B, C, T, H, W) ImageNet-normalised."""
+  mean = torch.tensor(IMAGENET_MEAN)[None, :, None, None, None]
+  std = torch.tensor(IMAGENET_STD)[None, :, None, None, None]
+  pixels = x * std + mean
+  b, c, t, h, w = pixels.shape
+  tubes = pixels.reshape(b, c, t // tubelet, tubelet, h // patch, patch, w // patch, patch)
+  tubes = tubes.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, -1, tubelet * patch * patch, c)
+  tubes = (tubes - tubes.mean(-2, keepdim=True)) / (tubes.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+  labels = tubes.reshape(b, tubes.shape[1], -1)[mask].reshape(b, -1, tubelet * patch * patch * c)
+  return F.mse_loss(pred, labels)
+
+
+def _release_model(seed=2, **overrides):
+  c = dict(width=32, depth=3, num_heads=4, mlp_dim=128, num_frames=8, image_size=48, decoder_width=16,
+           decoder_depth=2, decoder_heads=2, **overrides)
+  torch.manual_seed(seed)
+  model = PretrainVisionTransformer(**c)
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for param in model.parameters():
+      param.add_(0.05 * torch.randn(param.shape, generator=generator))
+  return model, c
+
+
+def _save_release(model, c, path, dtype=torch.float32):
+  args = argparse.Namespace(model="pretrain_videomae_custom", decoder_depth=c["decoder_depth"],
+                            num_frames=c["num_frames"], input_size=c["image_size"], tubelet_size=2,
+                            normlize_target=True, mask_ratio=0.75)
+  torch.save({"model": {k: v.to(dtype) for k, v in model.state_dict().items()}, "args": args}, path)
+
+
+def test_original_release_pretraining_parity(tmp_path):
+  torch_model, c = _release_model()
+  _save_release(torch_model, c, tmp_path / "pretrain.pth")
+  report = convert(tmp_path / "pretrain.pth", tmp_path / "flax", overrides=dict(num_heads=4, decoder_num_heads=2))
+  assert report["kind"] == "pretraining" and report["config_sources"]["decoder.depth"] == "weight shapes"
+  model, params, config = gardener_jax.load_pretraining_checkpoint(tmp_path / "flax")
+  assert (config.decoder.depth, config.decoder.norm_eps, config.num_frames) == (2, 1e-6, 8)
+  clips, mask = factories.clips(dict(num_frames=8, image_size=48)), _mask(config, seed=3, ratio=0.9)
+
+  x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3)
+  torch_pred = torch_model(x, torch.from_numpy(mask))
+  torch_loss = _release_loss(x, torch.from_numpy(mask), torch_pred, 2, 16)
+  torch_loss.backward()
+  loss, pred, grads = _flax_loss_and_grads(model, params, clips, mask)
+  np.testing.assert_allclose(loss, torch_loss.item(), rtol=1e-5)
+  np.testing.assert_allclose(pred, torch_pred.detach().numpy(), atol=1e-5, rtol=0)
+  _assert_grads_close(grads, _torch_grads(torch_model, ORIGINAL, config))
+
+
+def _bits(tensors: dict) -> dict:
+  return {k: (v.dtype, v.shape, np.ascontiguousarray(v).tobytes()) for k, v in tensors.items()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_pretraining_checkpoints_round_trip_bit_exactly(tmp_path, dtype):
+  torch_dtype = getattr(torch, dtype)
+  hf = factories.hf_pretraining(seed=4)
+  hf.to(torch_dtype).save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "flax_hf")
+  export(tmp_path / "flax_hf", tmp_path / "hf_again", HF)
+  original = {k: v for k, v in read_source(tmp_path / "hf").tensors.items() if not k.endswith("key.bias")}
+  assert _bits(original) == _bits(dict(read_source(tmp_path / "hf_again").tensors.items()))
+  _, params, _ = gardener_jax.load_pretraining_checkpoint(tmp_path / "flax_hf")
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(dtype)}
+
+  release, c = _release_model(seed=5)
+  _save_release(release, c, tmp_path / "pretrain.pth", torch_dtype)
+  convert(tmp_path / "pretrain.pth", tmp_path / "flax_release", overrides=dict(num_heads=4, decoder_num_heads=2))
+  export(tmp_path / "flax_release", tmp_path / "again.pth", ORIGINAL)
+  assert _bits(dict(read_source(tmp_path / "pretrain.pth").tensors.items())) == _bits(
+      dict(read_source(tmp_path / "again.pth").tensors.items()))
+
+
+def test_exported_pretraining_directory_loads_in_transformers_with_equal_loss(tmp_path):
+  hf = factories.hf_pretraining(seed=6)
+  hf.save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "flax")
+  export(tmp_path / "flax", tmp_path / "exported", HF)
+  reloaded = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "exported").eval()
+  clips, mask = factories.clips(), _mask(gardener_jax.load_pretraining_checkpoint(tmp_path / "flax")[2], seed=7)
+  x, m = torch.from_numpy(clips).permute(0, 1, 4, 2, 3), torch.from_numpy(mask)
+  with torch.no_grad():
+    assert reloaded(x, m).loss.item() == hf.eval()(x, m).loss.item()
+
+
+def test_tube_masks_hide_the_same_positions_in_every_frame():
+  config = ModelConfig(width=32, depth=1, num_heads=4, mlp_dim=64, num_frames=8, image_size=80)  # 4 × 5 × 5 tokens
+  masks = np.asarray(tube_masks(jax.random.key(0), 6, config, 0.9)).reshape(6, 4, 25)
+  assert masked_per_clip(config, 0.9) == 4 * 22 == masks[0].sum()  # ⌊0.9 · 25⌋ = 22 per frame, the release's
+  assert np.all(masks.sum(axis=(1, 2)) == 88)
+  assert np.all(masks == masks[:, :1])  # the same spatial positions at every temporal index
+  assert len({m[0].tobytes() for m in masks}) == 6  # each clip its own positions
+  again = np.asarray(tube_masks(jax.random.key(0), 6, config, 0.9)).reshape(6, 4, 25)
+  other = np.asarray(tube_masks(jax.random.key(1), 6, config, 0.9)).reshape(6, 4, 25)
+  assert np.array_equal(masks, again) and not np.array_equal(masks, other)
+
+
+def test_masks_must_hide_one_count_and_classifiers_are_not_pretraining_checkpoints(tmp_path):
+  factories.hf_classifier().save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "flax")
+  with pytest.raises(ValueError, match="not a pretraining checkpoint"):
+    gardener_jax.load_pretraining_checkpoint(tmp_path / "flax")
+  factories.hf_pretraining().save_pretrained(tmp_path / "hf_pre")
+  convert(tmp_path / "hf_pre", tmp_path / "pre")
+  model, params, config = gardener_jax.load_pretraining_checkpoint(tmp_path / "pre")
+  mask = _mask(config)
+  mask[1, np.flatnonzero(~mask[1])[0]] = True
+  with pytest.raises(ValueError, match="every clip must mask the same number of tokens"):
+    model.apply({"params": params}, factories.clips(), mask)
+
+
+def test_a_pruned_pretraining_checkpoint_is_the_masked_autoencoder_without_those_blocks(tmp_path):
+  from gardener_jax import prune
+
+  torch_model = factories.hf_pretraining(seed=8, depth=3)
+  torch_model.save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "flax")
+  prune.prune_checkpoint(tmp_path / "flax", tmp_path / "pruned", blocks=[2])
+  model, params, config = gardener_jax.load_pretraining_checkpoint(tmp_path / "pruned")
+  assert config.kept_blocks == (1, 3) and config.decoder.depth == 1
+
+  del torch_model.videomae.encoder.layer[1]  # the reference: block 2 deleted from the PyTorch model
+  clips, mask = factories.clips(), _mask(config, seed=9)
+  x, m = torch.from_numpy(clips).permute(0, 1, 4, 2, 3), torch.from_numpy(mask)
+  with torch.no_grad():
+    expected = torch_model.eval()(x, m)
+  ours = model.apply({"params": params}, clips, mask)
+  np.testing.assert_allclose(float(ours["loss"]), expected.loss.item(), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(ours["pred"]), expected.logits.numpy(), atol=1e-5, rtol=0)
+
+  export(tmp_path / "pruned", tmp_path / "hf_pruned", HF)
+  reloaded = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "hf_pruned").eval()
+  assert reloaded.config.num_hidden_layers == 2
+  with torch.no_grad():
+    np.testing.assert_allclose(reloaded(x, m).loss.item(), expected.loss.item(), rtol=1e-6)
