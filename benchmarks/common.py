@@ -44,6 +44,27 @@ def run_child(code: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def machine() -> str:
+  """The CPU model and core count (and the GPU where torch sees one) and the library versions, for
+  every table's title: ratios differ between machines (SPEC §9)."""
+  import os
+  import platform
+
+  import jax
+  import torch
+  import transformers
+
+  cpu = platform.processor() or "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+  return (f"{cpu} ({os.cpu_count()} cores){gpu}; jax {jax.__version__}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
   cells = [header] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
   widths = [max(len(row[i]) for row in cells) for i in range(len(header))]

@@ -48,6 +48,26 @@ print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak,
                       first_peak_bytes=first_peak if device == "cpu" else peak)))
 """
 
+# The timed part of a Flax child: `train_fn(state, batch, key, votes)` built above it, {steps} steps.
+FLAX_TIMING = """
+votes = global_batch(mesh, dict(v=np.zeros(jax.local_device_count(), np.int32)))["v"]
+key = jax.random.key(0)
+start = time.perf_counter()
+state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
+first_call = time.perf_counter() - start
+first_peak = peak_rss_bytes() - before
+reset_peak_rss()
+times = []
+for _ in range({steps}):
+  start = time.perf_counter(); state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
+  times.append(time.perf_counter() - start)
+device = jax.devices()[0]
+stats = device.memory_stats() if device.platform != "cpu" else None
+peak = stats["peak_bytes_in_use"] if stats else peak_rss_bytes() - before
+print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_call=first_call,
+                      first_peak_bytes=first_peak if stats is None else peak)))
+"""
+
 FLAX_CHILD = PREAMBLE + """
 import jax, jax.numpy as jnp, ml_collections
 from gardener_jax import optim, train
@@ -66,23 +86,7 @@ del params
 rng = np.random.default_rng(0)
 batch = global_batch(mesh, dict(clips=rng.standard_normal(({batch}, 16, 224, 224, 3), np.float32),
                                 label=rng.integers(0, 400, {batch}).astype(np.int32)))
-votes = global_batch(mesh, dict(v=np.zeros(jax.local_device_count(), np.int32)))["v"]
-key = jax.random.key(0)
-start = time.perf_counter()
-state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
-compile_seconds = time.perf_counter() - start
-first_peak = peak_rss_bytes() - before
-reset_peak_rss()
-times = []
-for _ in range({steps}):
-  start = time.perf_counter(); state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
-  times.append(time.perf_counter() - start)
-device = jax.devices()[0]
-stats = device.memory_stats() if device.platform != "cpu" else None
-peak = stats["peak_bytes_in_use"] if stats else peak_rss_bytes() - before
-print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak,
-                      first_peak_bytes=first_peak if stats is None else peak, first_call=compile_seconds)))
-"""
+""" + FLAX_TIMING
 
 
 def main():

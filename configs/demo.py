@@ -33,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict(dict(
       name="synthetic_motion", config="default", data_dir="", manual_dir="", train_split="train", eval_split="test",
-      val_split="", val_fraction=0.1, classes=tuple(CLASSES), num_frames=8, sampling_rate=2, image_size=64, num_clips=2, num_crops=1, augment=True,
+      val_split="", val_fraction=0.1, classes=tuple(CLASSES), num_frames=8, sampling_rate=2, image_size=64,
+      num_clips=2, num_crops=1, augment=True,
       flip=False, min_crop_area=0.5, workers=0, eval_batch_size=16))  # no flips: left and right are classes
 
   # 'pretrain' trains the initial model here; otherwise a PyTorch checkpoint path, a gardener_jax

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gardener_jax.files import atomic_directory
+from gardener_jax.sharding import on_primary
 from gardener_jax.models import ModelConfig, VideoMAE
 from gardener_jax.models.pretraining import VideoMAEPretraining
 
@@ -27,14 +28,25 @@ CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
 
+def _this_process_alone() -> ocp.options.MultiprocessingOptions:
+  """Checkpoint files that this process writes or reads by itself: in a multi-process job the others
+  do not join (the collective, sharded checkpoints are the training loop's)."""
+  return ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
+
+
 def write_checkpoint(directory: pathlib.Path, params, config: ModelConfig):
   """Writes params and config into an existing (temporary) directory; see `atomic_directory`."""
-  with ocp.StandardCheckpointer() as checkpointer:
+  with ocp.StandardCheckpointer(multiprocessing_options=_this_process_alone()) as checkpointer:
     checkpointer.save(pathlib.Path(directory).absolute() / PARAMS_DIR, {"params": params})
   (pathlib.Path(directory) / CONFIG_FILE).write_text(config.to_json() + "\n")
 
 
 def save_checkpoint(out, params, config: ModelConfig, overwrite: bool = False):
+  """Writes a checkpoint directory (in a multi-process job, process 0 writes it and the others wait)."""
+  on_primary(f"save {out}", lambda: _save(out, params, config, overwrite))
+
+
+def _save(out, params, config: ModelConfig, overwrite: bool):
   with atomic_directory(out, overwrite) as tmp:
     write_checkpoint(tmp, params, config)
 
@@ -54,7 +66,7 @@ def load_tree(directory) -> dict:
   path = pathlib.Path(directory).absolute() / PARAMS_DIR
   if not path.is_dir():
     raise FileNotFoundError(f"{directory}: not a gardener_jax checkpoint (no {PARAMS_DIR}/)")
-  with ocp.StandardCheckpointer() as checkpointer:
+  with ocp.StandardCheckpointer(multiprocessing_options=_this_process_alone()) as checkpointer:
     return checkpointer.restore(path)
 
 

@@ -3,16 +3,20 @@
 Hosts may hold different numbers of videos (shards are `source[i::P]`), so every process runs the same
 number of steps over batches of the same size: its own videos, then padding. Each entry carries a
 validity flag — padding and videos whose frames cannot be decoded are invalid — and the metrics count
-every valid video exactly once. A video's prediction is the mean of the softmax over its clip × crop
-views. Every process gathers the same per-video results, so every process computes the same metrics
-(the best-checkpoint decision depends on them).
+every valid video exactly once. Every process gathers the same per-video results, so every process
+computes the same metrics (the best-checkpoint decision depends on them).
+
+What is computed per video is the evaluator's: the softmax averaged over the clip × crop views
+(classification: WAR, UAR, top-1/5), or the masked-reconstruction loss averaged over them (pretraining).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from gardener_jax.data import input_pipeline
 from gardener_jax.models import VideoMAE
+from gardener_jax.models.pretraining import VideoMAEPretraining, masked_per_clip, tube_masks
 from gardener_jax.sharding import AXIS, global_batch
 
 
@@ -35,14 +40,8 @@ def video_metrics(probabilities: np.ndarray, labels: np.ndarray, num_classes: in
     return 100 * int(np.sum(hits)) / len(hits)
 
   top5 = np.any(top[:, :5] == labels[:, None], axis=1)
-  return {"war": percent(correct), "uar": 100 * float(np.mean(recalls)), "top1": percent(correct), "top5": percent(top5),
-          "videos": int(len(labels))}
-
-
-def _video_probabilities(params, clips, *, model: VideoMAE):
-  b, views = clips.shape[:2]
-  logits = model.apply({"params": params}, clips.reshape(b * views, *clips.shape[2:]).astype(model.dtype))
-  return jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, views, -1).mean(axis=1)
+  return {"war": percent(correct), "uar": 100 * float(np.mean(recalls)), "top1": percent(correct),
+          "top5": percent(top5), "videos": int(len(labels))}
 
 
 def _padded(batch: dict, size: int) -> dict:
@@ -52,19 +51,30 @@ def _padded(batch: dict, size: int) -> dict:
           for k, v in batch.items()}
 
 
-class Evaluator:
-  """Evaluates params on one split: `Evaluator(...)(params)` → WAR, UAR, top-1/5, videos, skipped."""
+PerVideo = Callable[..., jax.Array]  # (params, clips (b, views, T, H, W, C), video_index (b,)) → (b, ...)
+Summary = Callable[[np.ndarray, np.ndarray], dict]  # (per-video outputs, labels) of the valid videos → metrics
 
-  def __init__(self, mesh, model: VideoMAE, source, pipelines: input_pipeline.Pipelines, num_classes: int,
-               split: str):
-    self.mesh, self.source, self.pipelines, self.num_classes, self.split = mesh, source, pipelines, num_classes, split
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Which metric `best/` follows, and whether higher or lower is better."""
+  metric: str
+  mode: str  # 'max' or 'min'
+
+
+class Evaluator:
+  """`Evaluator(...)(params)` → the split's metrics, plus `videos`, `skipped` (unreadable), `split`."""
+
+  def __init__(self, mesh, source, pipelines: input_pipeline.Pipelines, split: str, per_video: PerVideo,
+               summarize: Summary, selection: Selection):
+    self.mesh, self.source, self.pipelines, self.split = mesh, source, pipelines, split
+    self.summarize, self.selection = summarize, selection
     processes, local_devices = jax.process_count(), jax.local_device_count()
     per_process = math.ceil(pipelines.eval_batch_size / processes)
     self.local_batch = math.ceil(per_process / local_devices) * local_devices
     largest_shard = input_pipeline.shard_size(len(source), 0, processes)  # shard 0 is never smaller
     self.steps = math.ceil(largest_shard / self.local_batch)
-    self._fn = jax.jit(jax.shard_map(functools.partial(_video_probabilities, model=model), mesh=mesh,
-                                     in_specs=(P(), P(AXIS)), out_specs=P(AXIS)))
+    self._fn = jax.jit(jax.shard_map(per_video, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS)))
 
   def _padding(self) -> dict:
     """A batch of invalid zeros, for a process whose videos have run out."""
@@ -80,17 +90,58 @@ class Evaluator:
     for _ in range(self.steps):
       batch = next(batches, None)
       local = self._padding() if batch is None else _padded(batch, self.local_batch)
-      probabilities = self._fn(params, global_batch(self.mesh, {"clips": local["clips"]})["clips"])
+      inputs = global_batch(self.mesh, {k: local[k] for k in ("clips", "video_index")})
+      outputs = self._fn(params, inputs["clips"], inputs["video_index"])
       gathered.append(multihost_utils.process_allgather(
-          {"probabilities": probabilities, **{k: local[k] for k in ("label", "video_index", "valid")}}, tiled=True))
+          {"outputs": outputs, **{k: local[k] for k in ("label", "video_index", "valid")}}, tiled=True))
     results = {k: np.concatenate([np.asarray(g[k]) for g in gathered]) for k in gathered[0]}
     valid = results["valid"]
     if not valid.any():
       raise ValueError(f"{self.split}: none of its {len(self.source)} videos could be decoded")
     if len(set(results["video_index"][valid].tolist())) != int(valid.sum()):
       raise RuntimeError(f"{self.split}: a video was evaluated twice; the process shards overlap")
-    metrics = video_metrics(results["probabilities"][valid], results["label"][valid], self.num_classes)
+    metrics = self.summarize(results["outputs"][valid], results["label"][valid])
     views = self.pipelines.eval_spec.num_clips * self.pipelines.eval_spec.num_crops
-    metrics.update(split=self.split, skipped=len(self.source) - int(valid.sum()),  # unreadable videos
-                   clips_per_sec=views * metrics["videos"] / max(time.perf_counter() - start, 1e-9))
+    metrics.update(videos=int(valid.sum()), split=self.split,
+                   skipped=len(self.source) - int(valid.sum()),  # unreadable videos
+                   clips_per_sec=views * int(valid.sum()) / max(time.perf_counter() - start, 1e-9))
     return metrics
+
+
+def _views(clips):
+  b, views = clips.shape[:2]
+  return clips.reshape(b * views, *clips.shape[2:]), (b, views)
+
+
+def _video_probabilities(params, clips, video_index, *, model: VideoMAE):
+  del video_index
+  flat, (b, views) = _views(clips)
+  logits = model.apply({"params": params}, flat.astype(model.dtype))
+  return jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, views, -1).mean(axis=1)
+
+
+def classification_evaluator(mesh, model: VideoMAE, source, pipelines, num_classes: int, split: str) -> Evaluator:
+  """Each video's prediction is the mean softmax over its views; metrics WAR, UAR, top-1, top-5 (%)."""
+  return Evaluator(mesh, source, pipelines, split, functools.partial(_video_probabilities, model=model),
+                   lambda probabilities, labels: video_metrics(probabilities, labels, num_classes),
+                   Selection("war", "max"))
+
+
+def _video_reconstruction_loss(params, clips, video_index, *, model: VideoMAEPretraining, mask_ratio: float,
+                               seed: int):
+  flat, (b, views) = _views(clips)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(video_index)
+  masks = jax.vmap(lambda key: tube_masks(key, views, model.config, mask_ratio))(keys).reshape(b * views, -1)
+  out = model.apply({"params": params}, flat.astype(model.dtype), masks,
+                    num_masked=masked_per_clip(model.config, mask_ratio))
+  per_clip = jnp.mean((out["pred"] - out["target"]) ** 2, axis=(1, 2))
+  return per_clip.reshape(b, views).mean(axis=1)
+
+
+def reconstruction_evaluator(mesh, model: VideoMAEPretraining, source, pipelines, mask_ratio: float, seed: int,
+                             split: str) -> Evaluator:
+  """The masked-reconstruction loss per video (its views averaged), each video's tube masks fixed by
+  `seed` and its index, so every evaluation scores the same masked tubes."""
+  per_video = functools.partial(_video_reconstruction_loss, model=model, mask_ratio=mask_ratio, seed=seed)
+  return Evaluator(mesh, source, pipelines, split, per_video,
+                   lambda losses, labels: {"loss": float(np.mean(losses))}, Selection("loss", "min"))

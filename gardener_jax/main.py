@@ -1,12 +1,14 @@
-"""Launches a gardener_jax job from an ml_collections config.
+"""Launches a gardener_jax job from an ml_collections config: prune and finetune (`pipeline`), or,
+for a config with `job = 'pretrain'`, masked pretraining (`pretrain`).
 
   python -m gardener_jax.main --config configs/demo.py --workdir runs/demo [--config.seed=1]
+  python -m gardener_jax.main --config configs/pretrain_demo.py --workdir runs/pretrain_demo
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from gardener_jax import logs, pipeline
+from gardener_jax import logs, pipeline, pretrain
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "job config (a configs/*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and reports")
@@ -23,7 +25,11 @@ def main(argv):
     import jax
 
     jax.distributed.initialize()
-  pipeline.run(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if config.get("job") == "pretrain":
+    pretrain.run(config, _WORKDIR.value)
+  else:
+    pipeline.run(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

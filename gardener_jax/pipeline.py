@@ -22,7 +22,8 @@ from gardener_jax.checkpoint import (CONFIG_FILE, PARAMS_DIR, cast_floats, count
                                      save_checkpoint)
 from gardener_jax.data import input_pipeline, sources
 from gardener_jax.models import ModelConfig, init_params
-from gardener_jax.models.surgery import replace_head
+from gardener_jax.models.surgery import classifier_from_pretraining, replace_head
+from gardener_jax.sharding import on_primary
 
 
 def _is_checkpoint(path) -> bool:
@@ -36,20 +37,22 @@ def convert_stage(config, workdir: pathlib.Path) -> pathlib.Path:
   source = config.init.source
   if source == "random_hf":
     source = workdir / "torch_hf"
-    if not source.exists():
-      m = config.model
-      save_random_hf_classifier(source, width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-                                num_frames=config.data.num_frames, image_size=config.data.image_size,
-                                patch_size=m.patch_size, tubelet_size=m.tubelet_size, num_classes=m.num_classes,
-                                seed=config.seed)
+    m = config.model
+    on_primary("random_hf", lambda: source.exists() or save_random_hf_classifier(
+        source, width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+        num_frames=config.data.num_frames, image_size=config.data.image_size, patch_size=m.patch_size,
+        tubelet_size=m.tubelet_size, num_classes=m.num_classes, seed=config.seed))
   if _is_checkpoint(source):
     return pathlib.Path(source)
   checkpoint = workdir / "checkpoint"
-  if not checkpoint.exists():
-    overrides = dict(num_heads=config.init.num_heads, num_frames=config.init.num_frames,
-                     image_size=config.init.image_size)
-    result = convert(source, checkpoint, variant=config.init.variant or None, overrides=overrides)
-    logging.info("converted %s (%s layout, %s params)", source, result["layout"], f"{result['num_params']:,}")
+
+  def convert_once():
+    if not checkpoint.exists():
+      overrides = dict(num_heads=config.init.num_heads, num_frames=config.init.num_frames,
+                       image_size=config.init.image_size)
+      result = convert(source, checkpoint, variant=config.init.variant or None, overrides=overrides)
+      logging.info("converted %s (%s layout, %s params)", source, result["layout"], f"{result['num_params']:,}")
+  on_primary("convert", convert_once)
   return checkpoint
 
 
@@ -62,14 +65,17 @@ def finetune_stage(config, section, params, model_config: ModelConfig, classes, 
   """Trains `params` on `classes` of the data (all when empty) with `section.train`/`section.optim`
   and evaluates; returns fit's result with the model config, classes and validation source."""
   splits = sources.from_config(config.data, classes, config.seed)
+  if model_config.is_pretraining:
+    params, model_config = classifier_from_pretraining(params, model_config, len(splits.names), config.seed)
   params, model_config = replace_head(params, model_config, len(splits.names), config.seed)
   model_config = _training_model(model_config, config.model)
   logging.info("%s: %d train / %s val / %s test videos, %d classes, depth %d (blocks %s)", workdir.name,
                len(splits.train), len(splits.val) if splits.val is not None else "no",
                len(splits.test) if splits.test is not None else "no", len(splits.names), model_config.depth,
                list(model_config.kept_blocks))
-  result = train.fit(model_config=model_config, params=params, splits=splits, config=section, seed=config.seed,
-                     workdir=workdir, pipelines=input_pipeline.pipelines_from_config(config.data, config.seed))
+  result = train.fit_classifier(model_config=model_config, params=params, splits=splits, config=section,
+                                seed=config.seed, workdir=workdir,
+                                pipelines=input_pipeline.pipelines_from_config(config.data, config.seed))
   result.update(model_config=model_config, classes=splits.names, val_description=splits.val_description)
   return result
 
@@ -96,12 +102,11 @@ def prune_stage(config, checkpoint: pathlib.Path, workdir: pathlib.Path) -> tupl
   if p.criterion == "none":
     return checkpoint, None
   out = workdir / "pruned"
-  if not _is_checkpoint(out):
-    blocks = [int(b) for b in str(p.blocks).split(",") if b.strip()] if p.blocks else None
-    prune.prune_checkpoint(checkpoint, out, criterion=None if blocks else p.criterion,
-                           ratio=None if blocks or not p.ratio else p.ratio,
-                           remove=None if blocks or p.ratio else p.remove, blocks=blocks,
-                           discretize=p.discretize, seed=config.seed, oracle=p.oracle or None)
+  blocks = [int(b) for b in str(p.blocks).split(",") if b.strip()] if p.blocks else None
+  on_primary("prune", lambda: _is_checkpoint(out) or prune.prune_checkpoint(
+      checkpoint, out, criterion=None if blocks else p.criterion, ratio=None if blocks or not p.ratio else p.ratio,
+      remove=None if blocks or p.ratio else p.remove, blocks=blocks, discretize=p.discretize, seed=config.seed,
+      oracle=p.oracle or None))
   return out, files.read_json(out / "prune_report.json")
 
 
@@ -150,8 +155,8 @@ def run(config, workdir: str | os.PathLike, initial: pathlib.Path | None = None)
       "throughput": {"train_clips_per_sec": result["train_clips_per_sec"],
                      "eval_clips_per_sec": (result["test"] or result["val"] or {}).get("clips_per_sec")},
   }
-  files.write_json(workdir / "report.json", summary)
-  report.write_run_report(workdir, summary, result["history"])
+  on_primary("report", lambda: (files.write_json(workdir / "report.json", summary),
+                                report.write_run_report(workdir, summary, result["history"])))
   if summary["metrics"]:
     logging.info("%s WAR %.2f UAR %.2f top-5 %.2f → %s", summary["metrics"]["split"], summary["metrics"]["war"],
                  summary["metrics"]["uar"], summary["metrics"]["top5"], workdir / "report.md")

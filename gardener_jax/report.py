@@ -94,7 +94,8 @@ def prune_markdown(report: dict, ranking: Ranking | None) -> str:
 
 
 def plot_curves(history: list[dict], path) -> None:
-  """Training loss and accuracy, and the WAR of each evaluated split, against the step."""
+  """Training loss (and batch accuracy, when classifying), and each evaluated split's WAR or loss,
+  against the step."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -102,16 +103,50 @@ def plot_curves(history: list[dict], path) -> None:
 
   train = [h for h in history if "loss" in h]
   fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-  left.plot([h["step"] for h in train], [h["loss"] for h in train])
+  left.plot([h["step"] for h in train], [h["loss"] for h in train], label="train (batch)")
   left.set_xlabel("step")
-  left.set_ylabel("train loss")
-  right.plot([h["step"] for h in train], [100 * h["accuracy"] for h in train], label="train accuracy (batch)")
+  left.set_ylabel("loss")
+  if any("accuracy" in h for h in train):
+    right.plot([h["step"] for h in train], [100 * h["accuracy"] for h in train], label="train accuracy (batch)")
   for split in ("val", "test"):
     if evals := [h for h in history if f"{split}_war" in h]:
       right.plot([h["step"] for h in evals], [h[f"{split}_war"] for h in evals], "o-", label=f"{split} WAR")
+    if evals := [h for h in history if f"{split}_loss" in h]:
+      left.plot([h["step"] for h in evals], [h[f"{split}_loss"] for h in evals], "o-", label=f"{split}")
   right.set_xlabel("step")
   right.set_ylabel("%")
-  right.legend()
+  for ax in (left, right):
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
+  if not right.lines:
+    right.set_visible(False)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_reconstructions(original, masked, reconstructed, path, max_frames: int = 8) -> None:
+  """One picture to judge masked pretraining by: for each clip, its frames (top row), the masked input
+  the encoder saw (hidden tubes grey) and the reconstruction (visible tubes as given, hidden ones
+  predicted). Arrays (clips, T, H, W, 3) in [0, 1]."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  original, masked, reconstructed = (np.asarray(a) for a in (original, masked, reconstructed))
+  frames = np.linspace(0, original.shape[1] - 1, min(max_frames, original.shape[1])).round().astype(int)
+  rows = [(f"clip {c + 1}: {name}", images[c]) for c in range(len(original))
+          for name, images in (("original", original), ("masked input", masked), ("reconstruction", reconstructed))]
+  fig, axes = plt.subplots(len(rows), len(frames), figsize=(1.3 * len(frames), 1.4 * len(rows)), squeeze=False,
+                           layout="constrained")
+  for (label, clip), row in zip(rows, axes):
+    for t, ax in zip(frames, row):
+      ax.imshow(clip[t])
+      ax.set_xticks([])
+      ax.set_yticks([])
+    row[0].set_ylabel(label, fontsize=7)
+  for t, ax in zip(frames, axes[0]):
+    ax.set_title(f"frame {t}", fontsize=7)
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
@@ -143,4 +178,22 @@ def write_run_report(workdir, summary: dict, history: list[dict]) -> None:
   lines += ["", "![curves](curves.png)"]
   if summary.get("pruning"):
     lines += ["", f"Pruning: {summary['pruning']['chosen_by']}; see `pruned/prune_report.md`."]
+  (workdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def write_pretraining_report(workdir, summary: dict, history: list[dict]) -> None:
+  workdir = pathlib.Path(workdir)
+  plot_curves(history, workdir / "curves.png")
+  loss, validation = summary["train_loss"], summary["validation"]
+  lines = ["# Masked pretraining report", "", f"- checkpoint: `{summary['checkpoint']}` (encoder and decoder)",
+           f"- parameters: {summary['params']:,}; steps: {summary['steps']}",
+           f"- mask ratio {summary['mask_ratio']}: {summary['masked_tokens_per_clip']} tokens hidden per clip",
+           f"- train loss (batch): {loss['first']:.4f} at the first logged step, {loss['last']:.4f} at the last "
+           "(predicting each tube's mean scores ≈ 1.0 with normalised-pixel targets)",
+           f"- throughput: {summary['throughput']['train_clips_per_sec']:.1f} train clips/s"]
+  if validation:
+    lines.append(f"- validation ({validation['source']}): loss {validation['final']['loss']:.4f} on fixed masks; "
+                 f"`best/` holds step {validation['best_step']}")
+  lines += ["", "![loss](curves.png)", "", "Original frames, the masked input the encoder saw (hidden tubes grey) "
+            "and the reconstruction:", "", "![reconstructions](reconstructions.png)"]
   (workdir / "report.md").write_text("\n".join(lines) + "\n")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -26,3 +29,16 @@ def global_batch(mesh, local: dict) -> dict:
   """
   sharding = NamedSharding(mesh, P(AXIS))
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+T = TypeVar("T")
+
+
+def on_primary(name: str, write: Callable[[], T]) -> T | None:
+  """Runs `write` (files every process would otherwise write at once) on process 0 only; the other
+  processes wait until it is done, so that they can read what it wrote. `write` must not call
+  `on_primary` itself: process 0 would wait at a barrier the others never reach."""
+  result = write() if jax.process_index() == 0 else None
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+  return result

@@ -39,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from gardener_jax import files
 from gardener_jax import optim as optim_lib
 from gardener_jax.checkpoint import cast_floats
-from gardener_jax.evaluate import Evaluator
+from gardener_jax.evaluate import Evaluator, Selection, classification_evaluator
 from gardener_jax.models import ModelConfig, VideoMAE
 from gardener_jax.sharding import AXIS, global_batch, make_mesh, replicated
 
@@ -163,10 +163,11 @@ def _latest_manager(workdir: pathlib.Path, every: int) -> ocp.CheckpointManager:
       max_to_keep=1, save_interval_steps=every, enable_async_checkpointing=False))
 
 
-def _best_manager(workdir: pathlib.Path) -> ocp.CheckpointManager:
-  """The params with the best validation WAR."""
+def _best_manager(workdir: pathlib.Path, selection: Selection) -> ocp.CheckpointManager:
+  """The params with the best validation metric."""
   return ocp.CheckpointManager((workdir / "best").absolute(), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, best_fn=lambda metrics: metrics["war"], best_mode="max", enable_async_checkpointing=False))
+      max_to_keep=1, best_fn=lambda metrics: metrics[selection.metric], best_mode=selection.mode,
+      enable_async_checkpointing=False))
 
 
 def _restore(latest: ocp.CheckpointManager, state: TrainState, iterator) -> TrainState:
@@ -184,12 +185,14 @@ def _restore(latest: ocp.CheckpointManager, state: TrainState, iterator) -> Trai
   return restored.state
 
 
-def fit(*, model_config: ModelConfig, params, splits, config, seed: int, workdir, pipelines) -> dict:
-  """Trains `params` on `splits.train`; returns the final params, metrics and history.
+def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[str, Evaluator], config, seed: int,
+        workdir, pipelines) -> dict:
+  """Trains `params` on `train_source` with `loss_fn`; returns the final params, metrics and history.
 
-  `splits` (`data.sources.Splits`): train, val (chooses `best/`; optional), test (evaluated once, on the
-  final params; optional) and the class names. `config` carries `train` (batch_size, epochs, dtype and
-  the `TrainOptions` fields) and `optim` (see `optim.make_optimizer`); `pipelines` reads the data.
+  `evaluators`: optional 'val' (evaluated every `train.eval_every_epochs` and at the end; chooses
+  `best/` by its `selection`) and 'test' (evaluated once, on the final params). `config` carries `train`
+  (batch_size, epochs and the `TrainOptions` fields) and `optim` (see `optim.make_optimizer`; `depth`
+  for its layer-wise decay); `pipelines` reads the data.
   """
   from tqdm import tqdm
 
@@ -198,21 +201,15 @@ def fit(*, model_config: ModelConfig, params, splits, config, seed: int, workdir
   mesh = make_mesh()
   if options.batch_size % jax.device_count():
     raise ValueError(f"train.batch_size {options.batch_size} is not a multiple of the {jax.device_count()} devices")
-  steps_per_epoch = max(1, len(splits.train) // options.batch_size)
+  steps_per_epoch = max(1, len(train_source) // options.batch_size)
   total_steps = steps_per_epoch * config.train.epochs
-  num_classes = len(splits.names)
-  model = VideoMAE(model_config, dtype=jnp.dtype(config.train.dtype))
   params = master_weights(params)
-  tx, schedule = optim_lib.make_optimizer(config.optim, params, model_config.depth,
-                                          total_steps // max(1, config.optim.accumulate))
-  train_step = compile_train_step(mesh, classification_loss(model, num_classes, options), tx, schedule,
-                                  config.optim.accumulate)
-  evaluators = {name: Evaluator(mesh, model, source, pipelines, num_classes, name)
-                for name, source in (("val", splits.val), ("test", splits.test)) if source is not None}
+  tx, schedule = optim_lib.make_optimizer(config.optim, params, depth, total_steps // max(1, config.optim.accumulate))
+  train_step = compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate)
   state = jax.device_put(init_state(params, tx), replicated(mesh))
   latest = _latest_manager(workdir, options.checkpoint_every)
-  best = _best_manager(workdir) if "val" in evaluators else None
-  iterator = iter(pipelines.train(splits.train, options.batch_size // jax.process_count()))
+  best = _best_manager(workdir, evaluators["val"].selection) if "val" in evaluators else None
+  iterator = iter(pipelines.train(train_source, options.batch_size // jax.process_count()))
   state = _restore(latest, state, iterator)
   start_step = int(state.step)
   log = _MetricsLog(workdir / "metrics.jsonl", start_step)
@@ -250,8 +247,8 @@ def fit(*, model_config: ModelConfig, params, splits, config, seed: int, workdir
       if done % options.log_every == 0 or done == total_steps:
         clips_per_sec = window_steps * options.batch_size / (time.perf_counter() - window_start)
         log({"step": done, "epoch": done / steps_per_epoch, "clips_per_sec": clips_per_sec,
-             **{k: float(metrics[k]) for k in ("loss", "accuracy", "grad_norm", "lr")}})
-        progress.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['accuracy']):.2f}")
+             **{k: float(v) for k, v in metrics.items() if k not in ("finite", "stop")}})
+        progress.set_postfix(loss=f"{float(metrics['loss']):.3f}")
         window_start, window_steps = time.perf_counter(), 0
       stop = bool(metrics["stop"])
       latest.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -272,3 +269,16 @@ def fit(*, model_config: ModelConfig, params, splits, config, seed: int, workdir
   return {"params": jax.device_get(state.params), "test": final.get("test"), "val": final.get("val"),
           "best_step": best_step, "train_clips_per_sec": clips_per_sec,
           "steps": total_steps, "history": log.history}
+
+
+def fit_classifier(*, model_config: ModelConfig, params, splits, config, seed: int, workdir, pipelines) -> dict:
+  """`fit` for video classification: cross-entropy on `splits.train`, WAR on `splits.val` (chooses
+  `best/`) and `splits.test` (`data.sources.Splits`); compute dtype `train.dtype`."""
+  mesh = make_mesh()
+  model = VideoMAE(model_config, dtype=jnp.dtype(config.train.dtype))
+  num_classes = len(splits.names)
+  evaluators = {name: classification_evaluator(mesh, model, source, pipelines, num_classes, name)
+                for name, source in (("val", splits.val), ("test", splits.test)) if source is not None}
+  loss_fn = classification_loss(model, num_classes, TrainOptions.from_config(config.train))
+  return fit(params=params, loss_fn=loss_fn, depth=model_config.depth, train_source=splits.train,
+             evaluators=evaluators, config=config, seed=seed, workdir=workdir, pipelines=pipelines)

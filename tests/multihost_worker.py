@@ -35,22 +35,23 @@ def train(data_dir: str, workdir: str, out: str) -> None:
   from gardener_jax.data import input_pipeline
   from gardener_jax.models import init_params
 
-  result = train_lib.fit(model_config=MODEL, params=init_params(MODEL), splits=splits(data_dir), config=fit_config(),
-                         seed=0, workdir=workdir, pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
+  result = train_lib.fit_classifier(model_config=MODEL, params=init_params(MODEL), splits=splits(data_dir),
+                                    config=fit_config(), seed=0, workdir=workdir,
+                                    pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
   leaves = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(result["params"])}
   np.savez(out, war=result["test"]["war"], videos=result["test"]["videos"], **leaves)
 
 
 def evaluate(data_dir: str, out: str, num_videos: int, corrupt_index: int) -> None:
   from gardener_jax.data import input_pipeline, sources
-  from gardener_jax.evaluate import Evaluator
+  from gardener_jax.evaluate import classification_evaluator
   from gardener_jax.models import VideoMAE, init_params
   from gardener_jax.sharding import make_mesh
 
   train_split = sources.open_split(data_dir, "synthetic_motion", "train")[0]
   source = corrupted([train_split[i] for i in range(num_videos)], corrupt_index)
   pipelines = input_pipeline.Pipelines(SPEC, SPEC, seed=0, eval_batch_size=4)
-  evaluator = Evaluator(make_mesh(), VideoMAE(MODEL), source, pipelines, MODEL.num_classes, "test")
+  evaluator = classification_evaluator(make_mesh(), VideoMAE(MODEL), source, pipelines, MODEL.num_classes, "test")
   metrics = evaluator(init_params(MODEL, 7))
   pathlib.Path(out).write_text(json.dumps({**metrics, "steps": evaluator.steps}))
 

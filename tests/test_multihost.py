@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gardener_jax.data import builders, input_pipeline, sources
-from gardener_jax.evaluate import Evaluator
+from gardener_jax.evaluate import classification_evaluator
 from gardener_jax.models import VideoMAE, init_params
 from gardener_jax.sharding import make_mesh
 from tests.train_setup import MODEL, SPEC, corrupted
@@ -90,14 +90,18 @@ def test_uneven_shards_with_an_unreadable_video_evaluate_like_one_process(data_d
   train_split = sources.open_split(data_dir, "synthetic_motion", "train")[0]
   readable = [train_split[i] for i in range(videos) if i != corrupt]
   pipelines = input_pipeline.Pipelines(SPEC, SPEC, seed=0, eval_batch_size=4)
-  single = Evaluator(make_mesh(), VideoMAE(MODEL), readable, pipelines, MODEL.num_classes, "test")(init_params(MODEL, 7))
+  params = init_params(MODEL, 7)
+
+  def evaluate(source):
+    return classification_evaluator(make_mesh(), VideoMAE(MODEL), source, pipelines, MODEL.num_classes, "test")(params)
+
+  single = evaluate(readable)
   keys = ("war", "uar", "top1", "top5", "videos")
   assert {k: results[0][k] for k in keys} == {k: single[k] for k in keys}
   assert results[0]["videos"] == videos - 1 and results[0]["skipped"] == 1 and single["skipped"] == 0
 
   # the same unreadable video, alone: counted as skipped, not as a wrong answer
-  alone = Evaluator(make_mesh(), VideoMAE(MODEL), corrupted([train_split[i] for i in range(videos)], corrupt),
-                    pipelines, MODEL.num_classes, "test")(init_params(MODEL, 7))
+  alone = evaluate(corrupted([train_split[i] for i in range(videos)], corrupt))
   assert {k: alone[k] for k in keys} == {k: single[k] for k in keys} and alone["skipped"] == 1
 
 

@@ -215,3 +215,74 @@ def test_a_pruned_pretraining_checkpoint_is_the_masked_autoencoder_without_those
   assert reloaded.config.num_hidden_layers == 2
   with torch.no_grad():
     np.testing.assert_allclose(reloaded(x, m).loss.item(), expected.loss.item(), rtol=1e-6)
+
+
+# --- the pretraining job ------------------------------------------------------------------------------
+
+def _toy_pretraining_config(data_dir, epochs: int):
+  from configs import pretrain_demo
+
+  config = pretrain_demo.get_config()
+  config.data.update(config="small", data_dir=str(data_dir), image_size=32, num_frames=4, sampling_rate=4,
+                     num_clips=1, val_fraction=0.25)
+  config.model.update(width=48, depth=2, num_heads=4, mlp_dim=96, patch_size=8)  # 2 × 4 × 4 tokens
+  config.mae.decoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+  config.train.update(epochs=epochs, batch_size=16, eval_every_epochs=50, log_every=20)
+  config.optim.update(lr=3e-3, warmup_steps=20)
+  return config
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  """Masked pretraining of a tiny VideoMAE on the small synthetic set: 900 steps, about 45 s."""
+  from gardener_jax import pretrain
+
+  workdir = tmp_path_factory.mktemp("pretrain")
+  config = _toy_pretraining_config(tmp_path_factory.mktemp("data"), epochs=150)
+  return pretrain.run(config, workdir), workdir, config
+
+
+def test_masked_pretraining_learns_to_reconstruct(pretrained):
+  from gardener_jax.data import input_pipeline, sources
+  from gardener_jax.evaluate import reconstruction_evaluator
+  from gardener_jax.sharding import make_mesh
+
+  summary, workdir, config = pretrained
+  model, params, model_config = gardener_jax.load_pretraining_checkpoint(workdir / "pretrained")
+  assert model_config.decoder.depth == 1 and not model_config.use_mean_pooling and summary["steps"] == 900
+  val = sources.from_config(config.data, (), config.seed).val
+  evaluate = reconstruction_evaluator(make_mesh(), model, val, input_pipeline.pipelines_from_config(config.data, 0),
+                                      config.mae.mask_ratio, config.seed, "val")
+  learned = evaluate(params)["loss"]
+  assert learned == pytest.approx(summary["validation"]["final"]["loss"], rel=1e-5)
+  # Predicting each hidden tube's mean (zero on the normalised targets: a head of zeros) scores ≈ 1.
+  tube_mean = evaluate({**params, "decoder": {**params["decoder"], "head": jax.tree.map(
+      jnp.zeros_like, params["decoder"]["head"])}})["loss"]
+  assert 0.95 < tube_mean < 1.0 and learned < 0.85 * tube_mean, (learned, tube_mean)
+  assert summary["train_loss"]["last"] < 0.85 * summary["train_loss"]["first"]
+  assert all((workdir / f).is_file() for f in ("report.md", "report.json", "curves.png", "reconstructions.png"))
+
+
+def test_a_pretraining_checkpoint_finetunes_as_the_release_does(pretrained, tmp_path):
+  """Mean pooling and a fresh fc_norm, the encoder's final norm and the decoder dropped: not token 0."""
+  from configs import demo
+  from gardener_jax import pipeline
+
+  _, workdir, pretraining = pretrained
+  config = demo.get_config()
+  config.data.update(dict(pretraining.data), classes=("square_right", "square_left"), val_fraction=0.0)
+  config.init.source = str(workdir / "pretrained")
+  config.prune.update(criterion="entropy", discretize="hist:64", ratio=0.5)
+  config.train.update(epochs=2, batch_size=16)
+  summary = pipeline.run(config, tmp_path / "run")
+  model, params, final = gardener_jax.load_checkpoint(tmp_path / "run" / "final")
+  assert final.use_mean_pooling and final.decoder is None and final.num_classes == 2 and final.head_norm_eps == 1e-6
+  assert set(params) == {"patch_embed", "blocks", "fc_norm", "head"} and summary["removed_blocks"] == [
+      b for b in (1, 2) if b not in summary["kept_blocks"]]
+
+  from gardener_jax.models.surgery import classifier_from_pretraining
+  stored = gardener_jax.load_pretraining_checkpoint(workdir / "pretrained")[1]
+  fresh, fresh_config = classifier_from_pretraining(stored, gardener_jax.load_pretraining_checkpoint(
+      workdir / "pretrained")[2], 2, seed=0)
+  assert np.all(fresh["fc_norm"]["scale"] == 1) and np.all(fresh["fc_norm"]["bias"] == 0)
+  assert "norm" not in fresh and fresh["blocks"] is stored["blocks"] and fresh_config.use_mean_pooling

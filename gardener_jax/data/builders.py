@@ -19,7 +19,9 @@ from absl import logging
 
 from gardener_jax.data import synthetic, video_io
 
-VERSION = tfds.core.Version("1.0.0")
+VERSION = tfds.core.Version("1.1.0")
+RELEASE_NOTES = {"1.0.0": "First release.",
+                 "1.1.0": "synthetic_motion: a smooth background instead of random 4-pixel cells."}
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 
 
@@ -41,6 +43,7 @@ class SyntheticConfig(VideoConfig):
 
 class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = VERSION
+  RELEASE_NOTES = RELEASE_NOTES
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

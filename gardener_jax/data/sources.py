@@ -10,12 +10,22 @@ from typing import Sequence
 import numpy as np
 
 
+def prepared(data_dir, name: str, config: str | None = None) -> list[pathlib.Path]:
+  """The prepared versions of a dataset (config None: any config), current version last if present."""
+  from gardener_jax.data.builders import VERSION
+
+  root = pathlib.Path(data_dir) / name
+  found = [p for p in root.glob(f"{config or '*'}/*") if (p / "dataset_info.json").is_file()]
+  return sorted(found, key=lambda p: (p.name == str(VERSION), p.parent.name, p.name))
+
+
 def open_split(data_dir, name: str, split: str, config: str | None = None):
-  """The random-access source of a prepared split, and the dataset's info."""
+  """The random-access source of a prepared split (of the current builder version where prepared),
+  and the dataset's info."""
   import tensorflow_datasets as tfds
 
   root = pathlib.Path(data_dir) / name
-  candidates = sorted(p for p in root.glob(f"{config or '*'}/*") if (p / "dataset_info.json").is_file())
+  candidates = prepared(data_dir, name, config)
   if not candidates:
     raise FileNotFoundError(f"{root}: no prepared dataset{f' with config {config!r}' if config else ''}; "
                             f"run `gardener data build {name} --data_dir {data_dir}` first")
@@ -78,7 +88,7 @@ def from_config(data, classes: Sequence[str] = (), seed: int = 0) -> Splits:
 
   data_dir = pathlib.Path(data.data_dir or "data")
   config = data.config or None
-  if not any((data_dir / data.name).glob(f"{config or '*'}/*/dataset_info.json")):
+  if not any(p.name == str(builders.VERSION) for p in prepared(data_dir, data.name, config)):
     builders.build(data.name, data_dir, config, data.manual_dir or None)
   train, info = open_split(data_dir, data.name, data.train_split, config)
   names = list(info.features["label"].names)

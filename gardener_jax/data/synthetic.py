@@ -1,7 +1,9 @@
 """Procedural motion clips: the class is what moves and how, never what a single frame shows.
 
-Every clip holds the same three objects on a static textured background: a square, a disc and a
-bar, at random positions. One class moves the square or the disc in one of four directions
+Every clip holds the same three objects on a static background: a square, a disc and a bar, at
+random positions, on a background that shades linearly across the frame in a random direction:
+like a natural scene it is predictable from its visible parts, which is what masked pretraining
+learns to exploit. One class moves the square or the disc in one of four directions
 (wrapping around the frame) at a random speed; the other two turn the bar clockwise or
 counter-clockwise. Everything is drawn from a seed, so a clip is the same on every machine.
 """
@@ -15,12 +17,22 @@ CLASSES = tuple(f"{shape}_{d}" for shape in ("square", "disc") for d in DIRECTIO
     "bar_clockwise", "bar_counterclockwise")
 
 
+def _gradient(rng: np.random.Generator, size: int) -> np.ndarray:
+  """(size, size, 3) uint8: a base colour plus a linear ramp across the frame in a random direction,
+  of random strength per channel."""
+  rows, cols = np.mgrid[0:size, 0:size].astype(np.float64) / size - 0.5
+  angle = rng.uniform(0, 2 * np.pi)
+  ramp = rows * np.cos(angle) + cols * np.sin(angle)
+  field = rng.uniform(60, 100, 3) + ramp[..., None] * rng.uniform(40, 80, 3) * rng.choice([-1, 1], 3)
+  return np.clip(field, 0, 255).astype(np.uint8)
+
+
 def render(name: str, size: int, num_frames: int, seed) -> np.ndarray:
   """(num_frames, size, size, 3) uint8 frames of class `name`."""
   if name not in CLASSES:
     raise ValueError(f"unknown synthetic class {name!r}; known: {CLASSES}")
   rng = np.random.default_rng(np.asarray(seed, dtype=np.uint64) if not isinstance(seed, int) else seed)
-  background = rng.integers(40, 120, (size // 4, size // 4, 3)).repeat(4, 0).repeat(4, 1).astype(np.uint8)
+  background = _gradient(rng, size)
   radius = size / 10
   position = {k: rng.uniform(radius, size - radius, 2) for k in ("square", "disc", "bar")}
   colors = {k: rng.integers(150, 256, 3).astype(np.uint8) for k in ("square", "disc", "bar")}

@@ -62,7 +62,7 @@ def untubes(tokens: jax.Array, config: ModelConfig) -> jax.Array:
 def pixel_tubes(clips: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Each token's pixels in [0, 1] (the ImageNet normalisation undone), and their mean and
   sqrt(unbiased variance) + 1e-6 per channel: (B, tokens, tubelet · patch², C), (B, tokens, 1, C) × 2."""
-  pixels = tubes(clips.astype(jnp.float32) * IMAGENET_STD + IMAGENET_MEAN, config)
+  pixels = tubes(jnp.asarray(clips, jnp.float32) * IMAGENET_STD + IMAGENET_MEAN, config)
   mean = pixels.mean(axis=-2, keepdims=True)
   scale = jnp.sqrt(jnp.var(pixels, axis=-2, keepdims=True, ddof=1)) + 1e-6
   return pixels, mean, scale

@@ -5,6 +5,8 @@ from __future__ import annotations
 from gardener_jax.models.config import ModelConfig
 from gardener_jax.models.videomae import init_params
 
+PRETRAINING_ONLY = ("norm", "encoder_to_decoder", "mask_token", "decoder")
+
 
 def replace_head(params, config: ModelConfig, num_classes: int, seed: int) -> tuple[dict, ModelConfig]:
   """Params and config for `num_classes` outputs: the head is kept if it fits, else newly initialised."""
@@ -13,3 +15,13 @@ def replace_head(params, config: ModelConfig, num_classes: int, seed: int) -> tu
   config = config.replace(num_classes=num_classes)
   fresh = init_params(config.replace(depth=1), seed)  # only the head is taken from it
   return {**params, "head": fresh["head"]}, config
+
+
+def classifier_from_pretraining(params, config: ModelConfig, num_classes: int, seed: int,
+                                head_norm_eps: float = 1e-6) -> tuple[dict, ModelConfig]:
+  """A pretraining checkpoint as the release finetunes it (SPEC §8): the encoder without its final
+  norm, tokens mean-pooled, a fresh `fc_norm` (scale 1, bias 0) and a fresh head; the decoder dropped."""
+  config = config.replace(decoder=None, use_mean_pooling=True, head_norm_eps=head_norm_eps, num_classes=num_classes)
+  fresh = init_params(config.replace(depth=1), seed)
+  encoder = {k: v for k, v in params.items() if k not in PRETRAINING_ONLY}
+  return {**encoder, "fc_norm": fresh["fc_norm"], "head": fresh["head"]}, config

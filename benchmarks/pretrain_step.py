@@ -1,0 +1,107 @@
+"""ViT-B masked-pretraining step (16 × 224², tube masks at ratio 0.9, decoder 384 × 4, AdamW β = (0.9, 0.95)):
+this loop's step against HuggingFace VideoMAEForPreTraining + torch AdamW on equal terms (SPEC §9):
+the same precision (bfloat16: PyTorch under autocast; float32: no TF32 on either side), batch, mask
+count and device, PyTorch's SDPA
+attention, host → device copies on neither side (inputs are on the device before timing), the first
+call on its own row, the median of the timed steps; memory as in `train_step.py`.
+
+  python benchmarks/pretrain_step.py [--batches 1,2] [--steps 3] [--dtype float32|bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine, print_table, run_child  # noqa: E402
+from benchmarks.train_step import FLAX_TIMING, PREAMBLE  # noqa: E402
+
+TORCH_CHILD = PREAMBLE + """
+import contextlib, torch, transformers
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 is float32 (SPEC §9)
+torch.manual_seed(0)
+config = transformers.VideoMAEConfig(use_mean_pooling=False, norm_pix_loss=True, attn_implementation="sdpa")
+model = transformers.VideoMAEForPreTraining(config).train()
+device = "cuda" if torch.cuda.is_available() else "cpu"
+model.to(device)
+opt = torch.optim.AdamW(model.parameters(), lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+clips = torch.randn({batch}, 16, 3, 224, 224, device=device)
+grid, frames = 14 * 14, 8
+masked = int(0.9 * grid)
+rows = [torch.randperm(grid)[:masked] for _ in range({batch})]
+mask = torch.zeros({batch}, grid, dtype=torch.bool)
+for b, r in enumerate(rows):
+  mask[b, r] = True
+mask = mask.repeat(1, frames).to(device)
+autocast = torch.autocast(device, dtype=torch.bfloat16) if {dtype!r} == "bfloat16" else contextlib.nullcontext()
+def step():
+  opt.zero_grad(set_to_none=True)
+  with autocast:
+    loss = model(clips, bool_masked_pos=mask).loss
+  loss.backward()
+  opt.step()
+  if device == "cuda":
+    torch.cuda.synchronize()
+  return float(loss)
+start = time.perf_counter(); step(); first_call = time.perf_counter() - start
+first_peak = peak_rss_bytes() - before
+reset_peak_rss()
+times = []
+for _ in range({steps}):
+  start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes() - before
+print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_call=first_call,
+                      first_peak_bytes=first_peak if device == "cpu" else peak)))
+"""
+
+FLAX_CHILD = PREAMBLE + """
+import jax, jax.numpy as jnp, ml_collections
+jax.config.update("jax_default_matmul_precision", "highest" if {dtype!r} == "float32" else "default")  # no TF32
+from gardener_jax import optim, pretrain, train
+from gardener_jax.models import DecoderConfig, ModelConfig
+from gardener_jax.models.pretraining import VideoMAEPretraining, init_pretraining_params
+from gardener_jax.sharding import global_batch, make_mesh, replicated
+config = ModelConfig.from_variant("vit_b", use_mean_pooling=False, decoder=DecoderConfig())
+params = init_pretraining_params(config, 0, 0.9)
+optim_config = ml_collections.ConfigDict(dict(lr=1.5e-4, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.95,
+                                              clip_norm=0.0, layer_decay=1.0, accumulate=1))
+tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
+mesh = make_mesh()
+model = VideoMAEPretraining(config, dtype=jnp.dtype({dtype!r}))
+train_fn = train.compile_train_step(mesh, pretrain.masked_reconstruction_loss(model, 0.9), tx, schedule)
+state = jax.device_put(train.init_state(params, tx), replicated(mesh))
+del params
+rng = np.random.default_rng(0)
+batch = global_batch(mesh, dict(clips=rng.standard_normal(({batch}, 16, 224, 224, 3), np.float32),
+                                label=np.zeros({batch}, np.int32)))
+""" + FLAX_TIMING
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--batches", default="1,2")
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  args = parser.parse_args()
+  root = str(pathlib.Path(__file__).resolve().parents[1])
+  rows = []
+  for batch in (int(b) for b in args.batches.split(",")):
+    fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype)
+    torch_run, flax_run = run_child(TORCH_CHILD.format(**fill)), run_child(FLAX_CHILD.format(**fill))
+    rows.append([batch, args.dtype, torch_run["seconds"], flax_run["seconds"],
+                 flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,
+                 flax_run["peak_bytes"] / 2**30,
+                 flax_run["peak_bytes"] / torch_run["peak_bytes"], torch_run["first_call"], flax_run["first_call"]])
+  precision = "bfloat16 (PyTorch: autocast)" if args.dtype == "bfloat16" else "float32, no TF32"
+  print_table(f"ViT-B masked-pretraining step (16×224², ratio 0.9, AdamW), both sides {precision}, PyTorch "
+              f"attention SDPA; median of {args.steps} steps "
+              f"after the first; {machine()}",
+              ["batch", "precision", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
+               "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
+
+
+if __name__ == "__main__":
+  main()
