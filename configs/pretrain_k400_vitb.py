@@ -10,7 +10,7 @@ with splits/train.txt); labels are not used.
 
 import ml_collections
 
-from configs import pretrain_demo
+from configs import demo
 
 KINETICS_TRAIN_VIDEOS = 240_000  # about; sets the warm-up in steps
 
@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_crops=1, augment=True, flip=True, min_crop_area=0.08, workers=16, eval_batch_size=64))
   config.model = ml_collections.ConfigDict(dict(width=768, depth=12, num_heads=12, mlp_dim=3072, patch_size=16,
                                                 tubelet_size=2, drop_path_rate=0.0, remat=False))
-  config.mae = pretrain_demo.mae(mask_ratio=0.9, width=384, depth=4, num_heads=6)
+  config.mae = demo.mae(mask_ratio=0.9, width=384, depth=4, num_heads=6)
   batch = 2048
   config.train = ml_collections.ConfigDict(dict(
       batch_size=batch, epochs=800, log_every=50, checkpoint_every=500, eval_every_epochs=20, label_smoothing=0.0,

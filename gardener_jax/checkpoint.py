@@ -96,9 +96,5 @@ def cast_floats(params, dtype):
   return jax.tree.map(cast, params)
 
 
-def floating_dtypes(params) -> list[str]:
-  return sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)})
-
-
 def count_params(params) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))

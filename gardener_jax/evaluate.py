@@ -78,9 +78,9 @@ class Evaluator:
 
   def _padding(self) -> dict:
     """A batch of invalid zeros, for a process whose videos have run out."""
-    spec, n = self.pipelines.eval_spec, self.local_batch
-    clips = (spec.num_clips * spec.num_crops, spec.num_frames, spec.image_size, spec.image_size, 3)
-    return {"clips": np.zeros((n, *clips), np.float32), "label": np.zeros(n, np.int32),
+    n = self.local_batch
+    return {"clips": np.zeros((n, *self.pipelines.eval_spec.eval_views_shape), np.float32),
+            "label": np.zeros(n, np.int32),
             "video_index": np.zeros(n, np.int32), "valid": np.zeros(n, bool)}
 
   def __call__(self, params) -> dict:
@@ -101,7 +101,7 @@ class Evaluator:
     if len(set(results["video_index"][valid].tolist())) != int(valid.sum()):
       raise RuntimeError(f"{self.split}: a video was evaluated twice; the process shards overlap")
     metrics = self.summarize(results["outputs"][valid], results["label"][valid])
-    views = self.pipelines.eval_spec.num_clips * self.pipelines.eval_spec.num_crops
+    views = self.pipelines.eval_spec.eval_views_shape[0]
     metrics.update(videos=int(valid.sum()), split=self.split,
                    skipped=len(self.source) - int(valid.sum()),  # unreadable videos
                    clips_per_sec=views * int(valid.sum()) / max(time.perf_counter() - start, 1e-9))
@@ -127,11 +127,16 @@ def classification_evaluator(mesh, model: VideoMAE, source, pipelines, num_class
                    Selection("war", "max"))
 
 
+def video_tube_masks(seed: int, video_index, views: int, config, mask_ratio: float) -> jax.Array:
+  """(videos, views, tokens) tube masks fixed by `seed` and each video's index in its split."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.asarray(video_index))
+  return jax.vmap(lambda key: tube_masks(key, views, config, mask_ratio))(keys)
+
+
 def _video_reconstruction_loss(params, clips, video_index, *, model: VideoMAEPretraining, mask_ratio: float,
                                seed: int):
   flat, (b, views) = _views(clips)
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(video_index)
-  masks = jax.vmap(lambda key: tube_masks(key, views, model.config, mask_ratio))(keys).reshape(b * views, -1)
+  masks = video_tube_masks(seed, video_index, views, model.config, mask_ratio).reshape(b * views, -1)
   out = model.apply({"params": params}, flat.astype(model.dtype), masks,
                     num_masked=masked_per_clip(model.config, mask_ratio))
   per_clip = jnp.mean((out["pred"] - out["target"]) ** 2, axis=(1, 2))

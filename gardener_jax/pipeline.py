@@ -2,9 +2,10 @@
 every stage skipped when its output is already in the workdir.
 
 The initial checkpoint is converted from PyTorch (`init.source` a path, or 'random_hf' for a random
-transformers VideoMAE the job makes), taken as is (a gardener_jax checkpoint), or trained here
-(`init.source = 'pretrain'`: supervised on `pretrain.classes` of the same data — the embedded
-default, which needs nothing downloaded). `config.seed` seeds everything: data order, augmentation,
+transformers VideoMAE the job makes), taken as is (a gardener_jax checkpoint), or made here
+(`init.source = 'pretrain'`: masked pretraining on the clips of `pretrain.classes` of the same data,
+then supervised finetuning on them, stored in float16 — the embedded default, which needs nothing
+downloaded). `config.seed` seeds everything: data order, augmentation,
 new heads, dropout, the validation hold-out and the random criterion.
 """
 
@@ -17,13 +18,16 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from gardener_jax import files, prune, report, train
+from gardener_jax import files, pretrain, prune, report, train
 from gardener_jax.checkpoint import (CONFIG_FILE, PARAMS_DIR, cast_floats, count_params, load_tree, read_config,
                                      save_checkpoint)
 from gardener_jax.data import input_pipeline, sources
 from gardener_jax.models import ModelConfig, init_params
 from gardener_jax.models.surgery import classifier_from_pretraining, replace_head
 from gardener_jax.sharding import on_primary
+
+
+SOURCE_SUMMARY = "source.json"  # how the embedded default made its source model
 
 
 def _is_checkpoint(path) -> bool:
@@ -37,11 +41,8 @@ def convert_stage(config, workdir: pathlib.Path) -> pathlib.Path:
   source = config.init.source
   if source == "random_hf":
     source = workdir / "torch_hf"
-    m = config.model
-    on_primary("random_hf", lambda: source.exists() or save_random_hf_classifier(
-        source, width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-        num_frames=config.data.num_frames, image_size=config.data.image_size, patch_size=m.patch_size,
-        tubelet_size=m.tubelet_size, num_classes=m.num_classes, seed=config.seed))
+    model = ModelConfig.from_job(config.model, config.data, num_classes=config.model.num_classes)
+    on_primary("random_hf", lambda: source.exists() or save_random_hf_classifier(source, model, config.seed))
   if _is_checkpoint(source):
     return pathlib.Path(source)
   checkpoint = workdir / "checkpoint"
@@ -81,18 +82,30 @@ def finetune_stage(config, section, params, model_config: ModelConfig, classes, 
 
 
 def pretrain_stage(config, workdir: pathlib.Path) -> pathlib.Path:
-  """The embedded default's 'pretrained' model: a VideoMAE trained from scratch on `pretrain.classes`."""
+  """The embedded default's source model, made as the scored release was: masked pretraining on the
+  clips of `pretrain.classes` (labels unread; skipped when `pretrain.masked` is None), supervised
+  finetuning on those classes, stored as `pretrain.save_dtype`. What each step gave goes to source.json."""
   checkpoint = workdir / "pretrained"
   if _is_checkpoint(checkpoint):
     return checkpoint
-  m = config.model
-  model_config = ModelConfig(width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-                             num_classes=len(config.pretrain.classes), num_frames=config.data.num_frames,
-                             image_size=config.data.image_size, patch_size=m.patch_size, tubelet_size=m.tubelet_size)
-  result = finetune_stage(config, config.pretrain, init_params(model_config, config.seed), model_config,
-                          list(config.pretrain.classes), workdir / "pretrain_run")
-  logging.info("pretraining: %s", result["test"] or result["val"])
-  save_checkpoint(checkpoint, result["params"], result["model_config"].replace(
+  p, classes = config.pretrain, list(config.pretrain.classes)
+  summary = {"classes": classes}
+  if p.get("masked"):
+    masked = workdir / "masked_pretraining"
+    if not _is_checkpoint(masked / pretrain.CHECKPOINT):
+      pretrain.run(config, masked, section=p.masked, classes=classes)
+    summary["masked_pretraining"] = files.read_json(masked / "report.json")
+    model_config, params = read_config(masked / pretrain.CHECKPOINT), load_tree(masked / pretrain.CHECKPOINT)["params"]
+  else:
+    model_config = ModelConfig.from_job(config.model, config.data, num_classes=len(classes))
+    params = init_params(model_config, config.seed)
+  result = finetune_stage(config, p, params, model_config, classes, workdir / "pretrain_run")
+  dtype = save_dtype(p.get("save_dtype", ""), params)
+  summary.update(supervised={"steps": result["steps"], "metrics": result["test"] or result["val"]},
+                 saved_dtype=str(dtype))
+  logging.info("source model: %s, saved as %s", summary["supervised"]["metrics"], dtype)
+  on_primary("source summary", lambda: files.write_json(workdir / SOURCE_SUMMARY, summary))
+  save_checkpoint(checkpoint, cast_floats(result["params"], dtype), result["model_config"].replace(
       drop_path_rate=0.0, dropout_rate=0.0, attention_dropout_rate=0.0, remat=False))
   return checkpoint
 
@@ -139,11 +152,13 @@ def run(config, workdir: str | os.PathLike, initial: pathlib.Path | None = None)
   final = result["model_config"]
   save_checkpoint(workdir / "final", cast_floats(result["params"], dtype), final, overwrite=True)
 
+  source_summary = workdir / SOURCE_SUMMARY
   evaluated = {name: result[name] for name in ("val", "test") if result[name] is not None}
   summary = {
       "initial_checkpoint": str(initial), "finetuned_checkpoint": str(workdir / "final"),
       "saved_dtype": str(dtype), "original_depth": final.original_depth, "kept_blocks": list(final.kept_blocks),
       "removed_blocks": list(final.removed_blocks),
+      "source": files.read_json(source_summary) if source_summary.is_file() else None,
       "pruning": None if pruning is None else {k: pruning[k] for k in ("chosen_by", "before", "after", "ranking")},
       "params": count_params(result["params"]), "gflops": prune.gflops(final),
       "classes": result["classes"], "steps": result["steps"],

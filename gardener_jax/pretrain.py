@@ -21,7 +21,7 @@ from absl import logging
 from gardener_jax import files, report, train
 from gardener_jax.checkpoint import count_params, save_checkpoint
 from gardener_jax.data import input_pipeline, sources
-from gardener_jax.evaluate import reconstruction_evaluator
+from gardener_jax.evaluate import reconstruction_evaluator, video_tube_masks
 from gardener_jax.models import DecoderConfig, ModelConfig
 from gardener_jax.models.pretraining import (VideoMAEPretraining, init_pretraining_params, masked_per_clip,
                                              pixel_tubes, reconstruct, tube_masks, untubes)
@@ -43,16 +43,14 @@ def masked_reconstruction_loss(model: VideoMAEPretraining, mask_ratio: float) ->
   return loss_fn
 
 
-def model_config(config) -> ModelConfig:
-  """The encoder and decoder a pretraining config describes (the encoder ends in a LayerNorm, as the
-  release's pretraining encoder does)."""
-  m, d = config.model, config.mae.decoder
-  return ModelConfig(width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-                     num_frames=config.data.num_frames, image_size=config.data.image_size, patch_size=m.patch_size,
-                     tubelet_size=m.tubelet_size, use_mean_pooling=False, drop_path_rate=m.get("drop_path_rate", 0.0),
-                     remat=m.get("remat", False),
-                     decoder=DecoderConfig(width=d.width, depth=d.depth, num_heads=d.num_heads, mlp_dim=d.mlp_dim,
-                                           norm_pix_loss=config.mae.norm_pix_loss))
+def model_config(config, section) -> ModelConfig:
+  """The encoder (`config.model`, `config.data`'s clips) and decoder (`section.mae`) of masked
+  pretraining; the encoder ends in a LayerNorm, as the release's pretraining encoder does."""
+  m, d = config.model, section.mae.decoder
+  decoder = DecoderConfig(width=d.width, depth=d.depth, num_heads=d.num_heads, mlp_dim=d.mlp_dim,
+                          norm_pix_loss=section.mae.norm_pix_loss)
+  return ModelConfig.from_job(m, config.data, use_mean_pooling=False, drop_path_rate=m.get("drop_path_rate", 0.0),
+                              remat=m.get("remat", False), decoder=decoder)
 
 
 def fit_masked_autoencoder(*, model_config: ModelConfig, params, splits, config, seed: int, workdir,
@@ -75,8 +73,7 @@ def reconstruction_examples(params, config: ModelConfig, source, pipelines, mask
   [0, 1], the masks seeded as the validation loss's are (this process's share of them: run it alone)."""
   batch = next(iter(pipelines.eval(sources.View(source, range(min(count, len(source)))), count)))
   clips = batch["clips"][:, 0]
-  masks = jnp.concatenate([tube_masks(jax.random.fold_in(jax.random.key(seed), int(i)), 1, config, mask_ratio)
-                           for i in batch["video_index"]])
+  masks = video_tube_masks(seed, batch["video_index"], batch["clips"].shape[1], config, mask_ratio)[:, 0]
   out = VideoMAEPretraining(config).apply({"params": params}, clips, masks)
   pixels, _, _ = pixel_tubes(clips, config)
   grey = jnp.where(masks[..., None, None], 0.5, pixels)
@@ -84,18 +81,22 @@ def reconstruction_examples(params, config: ModelConfig, source, pipelines, mask
           np.asarray(reconstruct(clips, masks, out["pred"], config)))
 
 
-def run(config, workdir) -> dict:
-  """The pretraining job in `workdir`: masked pretraining from scratch, the checkpoint, the report."""
+def run(config, workdir, section=None, classes=None) -> dict:
+  """Masked pretraining from scratch in `workdir`: the checkpoint and the report. `section` holds
+  `mae`, `train` and `optim` (default: the config itself, a `job = 'pretrain'` config); the clips are
+  those of `classes` (default `config.data.classes`; labels are never read)."""
+  section = section or config
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  splits = sources.from_config(config.data, list(config.data.classes), config.seed)
+  classes = list(config.data.classes if classes is None else classes)
+  splits = sources.from_config(config.data, classes, config.seed)
   pipelines = input_pipeline.pipelines_from_config(config.data, config.seed)
-  mae_config = model_config(config)
+  mae_config, mask_ratio = model_config(config, section), section.mae.mask_ratio
   logging.info("masked pretraining: %d train / %s val videos, depth %d, width %d, decoder %s, mask ratio %s",
                len(splits.train), len(splits.val) if splits.val is not None else "no", mae_config.depth,
-               mae_config.width, mae_config.decoder, config.mae.mask_ratio)
+               mae_config.width, mae_config.decoder, mask_ratio)
   result = fit_masked_autoencoder(model_config=mae_config, params=init_pretraining_params(mae_config, config.seed),
-                                  splits=splits, config=config, seed=config.seed, workdir=workdir / "train",
+                                  splits=splits, config=section, seed=config.seed, workdir=workdir / "train",
                                   pipelines=pipelines)
   saved = mae_config.replace(drop_path_rate=0.0, remat=False)
   save_checkpoint(workdir / CHECKPOINT, result["params"], saved, overwrite=True)
@@ -103,7 +104,7 @@ def run(config, workdir) -> dict:
   losses = [h["loss"] for h in result["history"] if "loss" in h]
   summary = {
       "checkpoint": str(workdir / CHECKPOINT), "params": count_params(result["params"]), "steps": result["steps"],
-      "mask_ratio": config.mae.mask_ratio, "masked_tokens_per_clip": masked_per_clip(saved, config.mae.mask_ratio),
+      "mask_ratio": mask_ratio, "masked_tokens_per_clip": masked_per_clip(saved, mask_ratio),
       "train_loss": {"first": losses[0] if losses else None, "last": losses[-1] if losses else None},
       "validation": None if result["val"] is None else {"source": splits.val_description, "final": result["val"],
                                                          "best_step": result["best_step"]},
@@ -113,7 +114,7 @@ def run(config, workdir) -> dict:
   def write_reports():
     files.write_json(workdir / "report.json", summary)
     shown = splits.val if splits.val is not None else splits.train
-    examples = reconstruction_examples(result["params"], saved, shown, pipelines, config.mae.mask_ratio, config.seed)
+    examples = reconstruction_examples(result["params"], saved, shown, pipelines, mask_ratio, config.seed)
     report.plot_reconstructions(*examples, workdir / "reconstructions.png")
     report.write_pretraining_report(workdir, summary, result["history"])
   on_primary("report", write_reports)

@@ -176,9 +176,37 @@ def write_run_report(workdir, summary: dict, history: list[dict]) -> None:
     lines += ["", f"Validation: {validation['source']}; `best/` holds step {validation['best_step']}, the best "
               "validation WAR. The test split is evaluated once, on the final params."]
   lines += ["", "![curves](curves.png)"]
-  if summary.get("pruning"):
-    lines += ["", f"Pruning: {summary['pruning']['chosen_by']}; see `pruned/prune_report.md`."]
+  if summary.get("source"):
+    lines += ["", *source_lines(summary["source"])]
+  if pruning := summary.get("pruning"):
+    lines += ["", "## Pruning", "", f"{pruning['chosen_by']}; removed blocks {summary['removed_blocks'] or 'none'} "
+              "(`pruned/prune_report.md` has the full table).", ""]
+    if ranking := pruning.get("ranking"):
+      header = ["block", f"{ranking['criterion']} ({ranking['discretize']})", "removed"]
+      lines.append(markdown_table(header, [[str(b), f"{score:.6g}", "yes" if b in summary["removed_blocks"] else ""]
+                                           for b, score in zip(ranking["block_ids"], ranking["scores"])]))
+      lines += ["", "![scores](pruned/scores.png)"]
   (workdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def source_lines(source: dict) -> list[str]:
+  """How the embedded default made the model it prunes (pipeline.pretrain_stage's summary)."""
+  lines = ["## Source model", ""]
+  if masked := source.get("masked_pretraining"):
+    loss, validation = masked["train_loss"], masked["validation"]
+    lines.append(f"1. masked pretraining on the clips of {len(source['classes'])} classes (labels unread), mask "
+                 f"ratio {masked['mask_ratio']}, {masked['steps']} steps: train loss {loss['first']:.4f} → "
+                 f"{loss['last']:.4f}" + (f", validation loss {validation['final']['loss']:.4f} (predicting each "
+                                          "tube's mean: ≈ 1.0)" if validation else ""))
+  metrics = source["supervised"]["metrics"]
+  lines.append(f"{len(lines) - 1}. supervised finetuning on those classes, {source['supervised']['steps']} steps"
+               + (f": {metrics['split']} WAR {metrics['war']:.2f}" if metrics else ""))
+  lines.append(f"{len(lines) - 1}. stored as {source['saved_dtype']}, the checkpoint that is scored and pruned")
+  if masked:
+    lines += ["", "Masked pretraining: original frames, the masked input and the reconstruction "
+              "(`masked_pretraining/report.md` has the loss curve):", "",
+              "![reconstructions](masked_pretraining/reconstructions.png)"]
+  return lines
 
 
 def write_pretraining_report(workdir, summary: dict, history: list[dict]) -> None:

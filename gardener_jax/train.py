@@ -138,15 +138,20 @@ class _MetricsLog:
     self.path, self.writer = path, jax.process_index() == 0
     records = [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
     self.history = [r for r in records if r["step"] <= resumed_step]
+    self._position = {self._kind(r): i for i, r in enumerate(self.history)}
     if len(self.history) != len(records):
       self._rewrite()
 
+  @staticmethod
+  def _kind(record: dict) -> tuple:
+    return record["step"], frozenset(record)
+
   def __call__(self, record: dict) -> None:
-    same = [i for i, r in enumerate(self.history) if r["step"] == record["step"] and r.keys() == record.keys()]
-    if same:
-      self.history[same[0]] = record
+    if (i := self._position.get(self._kind(record))) is not None:
+      self.history[i] = record
       self._rewrite()
       return
+    self._position[self._kind(record)] = len(self.history)
     self.history.append(record)
     if self.writer:
       with self.path.open("a") as f:

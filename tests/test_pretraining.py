@@ -286,3 +286,28 @@ def test_a_pretraining_checkpoint_finetunes_as_the_release_does(pretrained, tmp_
       workdir / "pretrained")[2], 2, seed=0)
   assert np.all(fresh["fc_norm"]["scale"] == 1) and np.all(fresh["fc_norm"]["bias"] == 0)
   assert "norm" not in fresh and fresh["blocks"] is stored["blocks"] and fresh_config.use_mean_pooling
+
+
+def test_masked_pretraining_beats_random_init_after_the_same_finetune(pretrained, tmp_path):
+  """The release's finetuning recipe (layer decay 0.75), 50 epochs on the 4 classes, 3 seeds, from the
+  pretrained encoder and from random init (measured: 72.9 ± 8.2 % against 39.6 ± 3.9 % test WAR; chance 25 %)."""
+  from configs import demo
+  from gardener_jax import pipeline
+  from gardener_jax.models import init_params
+
+  _, workdir, pretraining = pretrained
+  _, stored, stored_config = gardener_jax.load_pretraining_checkpoint(workdir / "pretrained")
+  war = {"pretrained": [], "random": []}
+  for seed in range(3):
+    config = demo.get_config()
+    config.seed = seed
+    config.data.update(dict(pretraining.data), val_fraction=0.0)
+    config.model.update(dict(pretraining.model))
+    config.train.update(epochs=50, batch_size=16, eval_every_epochs=50, log_every=50)
+    config.optim.update(lr=2e-3, warmup_steps=10, layer_decay=0.75)
+    random_config = ModelConfig.from_job(config.model, config.data, num_classes=4)
+    starts = {"pretrained": (stored, stored_config), "random": (init_params(random_config, seed), random_config)}
+    for name, (params, model_config) in starts.items():
+      result = pipeline.finetune_stage(config, config, params, model_config, [], tmp_path / f"{name}{seed}")
+      war[name].append(result["test"]["war"])
+  assert np.mean(war["pretrained"]) >= 55 and np.mean(war["pretrained"]) - np.mean(war["random"]) >= 15, war

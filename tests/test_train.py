@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gardener_jax import optim, pipeline, train
-from gardener_jax.checkpoint import cast_floats, load_checkpoint
+from gardener_jax.checkpoint import cast_floats, load_checkpoint, load_tree
 from gardener_jax.data import builders, input_pipeline, sources
 from gardener_jax.evaluate import classification_evaluator, video_metrics
 from gardener_jax.models import VideoMAE, init_params
@@ -231,10 +231,27 @@ def test_demo_config_at_toy_size_learns_and_reports_the_final_params(tmp_path):
                      image_size=64, num_frames=8, sampling_rate=2, num_clips=1, min_crop_area=0.6, val_fraction=0.125)
   config.model.update(width=48, depth=4, num_heads=4, mlp_dim=96)
   config.pretrain.classes = ["square_right", "square_left"]
+  config.pretrain.masked.mae.decoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+  config.pretrain.masked.train.update(epochs=6, batch_size=16)
   config.pretrain.train.update(epochs=8, batch_size=16)
   config.train.update(epochs=60, batch_size=16, eval_every_epochs=7)  # 60 epochs: the cadence does not divide it
   config.optim.update(lr=2e-3, warmup_steps=10)
   summary = pipeline.run(config, tmp_path / "run")
+  # The source model as the paper's: masked pretraining, supervised on the source classes, float16, exact entropy.
+  source = summary["source"]
+  assert source["classes"] == ["square_right", "square_left"] and source["saved_dtype"] == "float16"
+  steps_per_epoch = 56 // 16  # 64 videos of the 2 classes, 8 held out
+  assert source["masked_pretraining"]["steps"] == 6 * steps_per_epoch
+  assert source["supervised"]["steps"] == 8 * steps_per_epoch
+  assert source["masked_pretraining"]["validation"]["final"]["loss"] < 1.1
+  stored = load_tree(tmp_path / "run" / "pretrained")["params"]
+  assert {leaf.dtype for leaf in jax.tree.leaves(stored)} == {np.dtype("float16")} and "decoder" not in stored
+  ranking = summary["pruning"]["ranking"]
+  assert ranking["discretize"] == "exact" and summary["removed_blocks"] == sorted(ranking["removal_order"][:2])
+  assert all(score < 0.95 * np.log(4 * 48 * 48 * 3 + 2 * 48 * 96) for score in ranking["scores"])  # a float16 grid
+  text = (tmp_path / "run" / "report.md").read_text()
+  assert "## Source model" in text and "## Pruning" in text and "(exact)" in text
+  assert (tmp_path / "run" / "masked_pretraining" / "reconstructions.png").is_file()
   assert summary["kept_blocks"] and summary["removed_blocks"] == sorted(set(range(1, 5)) - set(summary["kept_blocks"]))
   assert summary["original_depth"] == 4 and len(summary["removed_blocks"]) == 2
   assert summary["metrics"]["split"] == "test" and summary["metrics"]["war"] >= 50, summary["metrics"]  # chance 25 %

@@ -32,6 +32,11 @@ class ClipSpec:
   flip: bool = True  # horizontal flips (off where left and right are different classes)
   min_crop_area: float = 0.08  # random resized crop keeps this share of the frame at least
 
+  @property
+  def eval_views_shape(self) -> tuple[int, ...]:
+    """One eval video's clips: (views, T, S, S, 3), views = num_clips × num_crops."""
+    return (self.num_clips * self.num_crops, self.num_frames, self.image_size, self.image_size, 3)
+
 
 def train_clip(example: dict, rng: np.random.Generator, spec: ClipSpec) -> dict:
   try:
@@ -67,8 +72,7 @@ def eval_views(example: dict, index: int, spec: ClipSpec) -> dict:
     decoded = video_io.decode_jpeg(example["frames"], np.unique(clips))
   except video_io.VideoError as e:
     logging.warning("eval video %r cannot be decoded; it is counted as skipped: %s", example["video_id"], e)
-    shape = (spec.num_clips * spec.num_crops, spec.num_frames, spec.image_size, spec.image_size, 3)
-    return {"clips": np.zeros(shape, np.float32), **head, "valid": np.False_}
+    return {"clips": np.zeros(spec.eval_views_shape, np.float32), **head, "valid": np.False_}
   position = {frame: i for i, frame in enumerate(np.unique(clips))}
   views = [crop for clip in clips for crop in _short_side_crops(decoded[[position[f] for f in clip]], spec.image_size,
                                                                  spec.num_crops)]

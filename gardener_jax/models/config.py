@@ -111,6 +111,13 @@ class ModelConfig:
       raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     return cls(**{**VARIANTS[name], **overrides})
 
+  @classmethod
+  def from_job(cls, model, data, **fields) -> ModelConfig:
+    """The architecture of a job config: sizes from its `model` section, the clip shape from `data`."""
+    return cls(width=model.width, depth=model.depth, num_heads=model.num_heads, mlp_dim=model.mlp_dim,
+               num_frames=data.num_frames, image_size=data.image_size, patch_size=model.patch_size,
+               tubelet_size=model.tubelet_size, **fields)
+
   @property
   def num_tokens(self) -> int:
     return (self.num_frames // self.tubelet_size) * (self.image_size // self.patch_size) ** 2
