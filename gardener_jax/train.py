@@ -101,13 +101,25 @@ def _train_step(state: TrainState, batch: dict, rng, votes, *, loss_fn: LossFn, 
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
   grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), AXIS)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   grad_norm = optax.tree.norm(grads)  # with a finite gradient, AdamW's update is finite too
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   metrics.update(loss=loss, grad_norm=grad_norm, finite=finite, lr=schedule(state.step // accumulate),
                  stop=jax.lax.pmax(votes.max(), AXIS) > 0)
-  stepped = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
-  return jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state), metrics  # a bad step: not applied
+
+  def apply(state):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+  return _unless_non_finite(finite, apply, state), metrics
+
+
+def _unless_non_finite(finite, apply, state):
+  """`apply(state)` when `finite`, else `state` unchanged. On CPU a cond, which updates in place:
+  selecting between the new and the old state there keeps both alive (0.11 GB more temporaries for
+  a ViT-B masked-pretraining step, 0.56 GB outside shard_map). Elsewhere the select, which cost no
+  memory on an H200 and needs no conditional (whose predicate XLA reads back to the host on GPUs)."""
+  if jax.default_backend() == "cpu":
+    return jax.lax.cond(finite, apply, lambda state: state, state)
+  return jax.tree.map(lambda new, old: jnp.where(finite, new, old), apply(state), state)
 
 
 def compile_train_step(mesh, loss_fn: LossFn, tx, schedule, accumulate: int = 1):
