@@ -92,9 +92,9 @@ def pretrain_stage(config, workdir: pathlib.Path) -> pathlib.Path:
   summary = {"classes": classes}
   if p.get("masked"):
     masked = workdir / "masked_pretraining"
-    if not _is_checkpoint(masked / pretrain.CHECKPOINT):
-      pretrain.run(config, masked, section=p.masked, classes=classes)
-    summary["masked_pretraining"] = files.read_json(masked / "report.json")
+    done = masked / "report.json"  # written after the checkpoint
+    summary["masked_pretraining"] = (files.read_json(done) if done.is_file()
+                                     else pretrain.run(config, masked, section=p.masked, classes=classes))
     model_config, params = read_config(masked / pretrain.CHECKPOINT), load_tree(masked / pretrain.CHECKPOINT)["params"]
   else:
     model_config = ModelConfig.from_job(config.model, config.data, num_classes=len(classes))

@@ -191,17 +191,20 @@ def write_run_report(workdir, summary: dict, history: list[dict]) -> None:
 
 def source_lines(source: dict) -> list[str]:
   """How the embedded default made the model it prunes (pipeline.pretrain_stage's summary)."""
-  lines = ["## Source model", ""]
-  if masked := source.get("masked_pretraining"):
+  masked, supervised = source.get("masked_pretraining"), source["supervised"]
+  steps = []
+  if masked:
     loss, validation = masked["train_loss"], masked["validation"]
-    lines.append(f"1. masked pretraining on the clips of {len(source['classes'])} classes (labels unread), mask "
-                 f"ratio {masked['mask_ratio']}, {masked['steps']} steps: train loss {loss['first']:.4f} → "
-                 f"{loss['last']:.4f}" + (f", validation loss {validation['final']['loss']:.4f} (predicting each "
-                                          "tube's mean: ≈ 1.0)" if validation else ""))
-  metrics = source["supervised"]["metrics"]
-  lines.append(f"{len(lines) - 1}. supervised finetuning on those classes, {source['supervised']['steps']} steps"
+    steps.append(f"masked pretraining on the clips of {len(source['classes'])} classes (labels unread), mask ratio "
+                 f"{masked['mask_ratio']}, {masked['steps']} steps: train loss {loss['first']:.4f} → {loss['last']:.4f}"
+                 + (f", validation loss {validation['final']['loss']:.4f} (predicting each tube's mean: ≈ 1.0)"
+                    if validation else ""))
+  metrics = supervised["metrics"]
+  steps.append(f"supervised {'finetuning' if masked else 'training from scratch'} on the "
+               f"{len(source['classes'])} classes, {supervised['steps']} steps"
                + (f": {metrics['split']} WAR {metrics['war']:.2f}" if metrics else ""))
-  lines.append(f"{len(lines) - 1}. stored as {source['saved_dtype']}, the checkpoint that is scored and pruned")
+  steps.append(f"stored as {source['saved_dtype']}, the checkpoint that is scored and pruned")
+  lines = ["## Source model", "", *(f"{i}. {step}" for i, step in enumerate(steps, 1))]
   if masked:
     lines += ["", "Masked pretraining: original frames, the masked input and the reconstruction "
               "(`masked_pretraining/report.md` has the loss curve):", "",
