@@ -72,7 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.pretrain.optim = optim(lr=2e-3, warmup_steps=50)
 
   config.prune = ml_collections.ConfigDict(dict(
-      criterion="entropy", discretize="exact", ratio=0.5, remove=0, blocks="", oracle=""))
+      criterion="entropy", discretize="exact", ratio=0.5, remove=0, blocks="", oracle="",
+      calibration_clips=8))  # clips of the training split for block_influence, angular_distance
 
   config.train = train(epochs=16, batch_size=32)
   config.optim = optim(lr=1e-3, warmup_steps=40)

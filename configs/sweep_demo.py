@@ -13,7 +13,8 @@ import ml_collections
 from configs import demo
 
 CRITERIA = ("oracle", "entropy", "random", "l1", "l2", "mean", "variance", "std", "kurtosis", "mutual_information",
-            "value_entropy", "first", "last")
+            "value_entropy", "first", "last",
+            "alpha", "spectral_entropy", "block_influence", "angular_distance")  # SPEC §10; the last two read data
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ucf101_vitb.get_config("0")
   config.sweep = ml_collections.ConfigDict(dict(
       criteria=("oracle", "entropy", "random", "l1", "l2", "variance", "std", "kurtosis", "mutual_information",
-                "mean", "value_entropy"),
+                "mean", "value_entropy"),  # the paper's; add SPEC §10's (alpha, block_influence, ...) to compare more
       levels=(1, 3, 5, 7, 9, 11), random_seeds=(0, 1, 2), baseline=True, greedy=False, keep_checkpoints=False,
       epochs=epochs_by_removed()))
   return config

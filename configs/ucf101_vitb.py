@@ -29,7 +29,8 @@ def get_config(removed: str = "3") -> ml_collections.ConfigDict:
       num_frames=ml_collections.config_dict.placeholder(int), image_size=ml_collections.config_dict.placeholder(int)))
   config.model = ml_collections.ConfigDict(dict(drop_path_rate=0.0, dropout_rate=0.0, remat=False))
   config.prune = ml_collections.ConfigDict(dict(
-      criterion="entropy" if removed else "none", discretize="exact", ratio=0.0, remove=removed, blocks="", oracle=""))
+      criterion="entropy" if removed else "none", discretize="exact", ratio=0.0, remove=removed, blocks="", oracle="",
+      calibration_clips=8))  # clips of the training split for block_influence, angular_distance
   config.train = ml_collections.ConfigDict(dict(
       batch_size=64, epochs=EPOCHS_BY_REMOVED[removed], log_every=20, checkpoint_every=200,
       eval_every_epochs=1, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, dtype="bfloat16", save_dtype=""))

@@ -2,6 +2,9 @@
 
   gardener rank CKPT [--criterion C] [--discretize D] [--json FILE] [--plot FILE.png]
   gardener prune CKPT (--criterion C (--ratio R | --remove K) | --blocks 10,11,12) --out DIR
+      criteria that need data (block_influence, angular_distance) also take --calibration NAME
+      --data_dir DIR [--data_config C] [--calibration_split train] [--calibration_clips 8] [--sampling_rate 4]
+      [--seed S]: one clip of each of N videos drawn with the seed, sampled as for evaluation
   gardener data build NAME --data_dir DIR [--manual_dir M] [--config C]
   gardener data inspect NAME --data_dir DIR [--config C] [--sheet FILE.png]
   gardener sweep --config configs/sweep_demo.py --workdir DIR [--run_index I | --prepare | --collect]
@@ -25,17 +28,39 @@ def _add_scoring_flags(parser):
                       help="block-importance criterion (default entropy)")
   parser.add_argument("--discretize", default="exact",
                       help="value grid for entropy criteria: exact, float16, bfloat16 or hist:K (default exact)")
-  parser.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+  parser.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of the calibration clips")
   parser.add_argument("--oracle", help="per-block accuracy JSON for the oracle criterion")
+  data = parser.add_argument_group("calibration data (block_influence, angular_distance)")
+  data.add_argument("--calibration", metavar="NAME", help="a prepared dataset (gardener data build), e.g. ucf101")
+  data.add_argument("--data_dir", help="where prepared datasets live")
+  data.add_argument("--data_config", help="the dataset's builder config, e.g. split_1")
+  data.add_argument("--calibration_split", default="train", help="the split the clips come from (default train)")
+  data.add_argument("--calibration_clips", type=int, default=8, help="clips, one per video (default 8)")
+  data.add_argument("--sampling_rate", type=int, default=4, help="frames between a clip's frames (default 4)")
 
 
-def _rank(args, params, config):
-  return criteria.rank(params, config, args.criterion or "entropy", args.discretize, args.seed, args.oracle)
+def _calibration(args, config):
+  """The calibration clips when the criterion needs data; frames and size from the checkpoint's config."""
+  from gardener_jax import calibration
+
+  needs_data = args.criterion is not None and criteria.needs_data(args.criterion)
+  if not needs_data:
+    if args.calibration:
+      raise ValueError(f"--calibration: criterion {args.criterion or 'entropy'!r} is data-free; calibration clips "
+                       f"are read by {', '.join(n for n, c in criteria.CRITERIA.items() if c.needs_data)}")
+    return None
+  if not args.calibration or not args.data_dir:
+    raise ValueError(f"criterion {args.criterion!r} scores blocks on calibration clips: give --calibration NAME "
+                     "and --data_dir DIR (a dataset prepared with `gardener data build`)")
+  return calibration.from_dataset(args.calibration, args.data_dir, config, data_config=args.data_config,
+                                  split=args.calibration_split, num_clips=args.calibration_clips, seed=args.seed,
+                                  sampling_rate=args.sampling_rate)
 
 
 def cmd_rank(args) -> int:
   config, tree = read_config(args.checkpoint), load_tree(args.checkpoint)
-  ranking = _rank(args, tree["params"], config)
+  ranking = criteria.rank(tree["params"], config, args.criterion or "entropy", args.discretize, args.seed,
+                          args.oracle, _calibration(args, config))
   print(report.describe(ranking))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(ranking.to_dict(), indent=2) + "\n")
@@ -51,9 +76,13 @@ def cmd_prune(args) -> int:
       blocks = [int(b) for b in args.blocks.split(",")]
     except ValueError:
       raise ValueError(f"--blocks {args.blocks!r}: expected comma-separated 1-based block ids, e.g. 10,11,12") from None
+  if blocks and args.calibration:
+    raise ValueError("--blocks names the blocks itself: drop --calibration")
+  clips = None if blocks else _calibration(args, read_config(args.checkpoint))
   result, ranking = prune.prune_checkpoint(args.checkpoint, args.out, criterion=args.criterion, ratio=args.ratio,
                                            remove=args.remove, blocks=blocks, discretize=args.discretize,
-                                           seed=args.seed, oracle=args.oracle, overwrite=args.overwrite)
+                                           seed=args.seed, oracle=args.oracle, calibration=clips,
+                                           overwrite=args.overwrite)
   print(f"removed blocks {result['removed_blocks']} ({result['chosen_by']}); kept {result['kept_blocks']}; "
         f"params {result['before']['params']:,} → {result['after']['params']:,}, GFLOPs "
         f"{result['before']['gflops']:.4g} → {result['after']['gflops']:.4g}; wrote {args.out}")

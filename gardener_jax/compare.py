@@ -15,7 +15,7 @@ from scipy import stats
 from gardener_jax import criteria
 from gardener_jax.files import atomic_path, write_json
 from gardener_jax.report import markdown_table
-from gardener_jax.sweep import BASELINE, GREEDY, ORACLE, SINGLE, Pending, Sweep
+from gardener_jax.sweep import BASELINE, GREEDY, ORACLE, RANKINGS_FILE, SINGLE, Pending, Sweep
 
 CSV_COLUMNS = ["run", "criterion", "k", "ratio", "seed", "removed_blocks", "war", "uar", "top1", "top5", "params",
                "gflops", "epochs", "status", "reused_from", "error"]
@@ -81,17 +81,15 @@ def correlations(sweep: Sweep, accuracy: dict[int, float], baseline: float | Non
   oracle_order = criteria.removal_order(list(accuracy.values()), criteria.HIGHEST, blocks)
   out = {"metric": "war", "drop": "unpruned WAR − WAR with the block removed" if baseline is not None
          else "− WAR with the block removed (no unpruned run)", "oracle_removal_order": oracle_order, "criteria": {}}
-  for name in sweep.config.sweep.criteria:
-    if name == ORACLE:
-      continue
-    for seed in (list(sweep.config.sweep.random_seeds) if name == "random" else [0]):
-      ranking = sweep.ranking(name, seed)
-      score = dict(zip(ranking.block_ids, ranking.scores))
-      importance = np.asarray([score[b] for b in blocks]) * (1 if criteria.get(name).remove == criteria.LOWEST else -1)
-      out["criteria"][name if name != "random" else f"random (seed {seed})"] = {
-          **rank_correlations(importance, drop),
-          "overlap_with_oracle": {str(k): len(set(ranking.removal_order[:k]) & set(oracle_order[:k])) / k
-                                  for k in map(int, sweep.config.sweep.levels)}}
+  for name, seed in sweep.scored_criteria():
+    ranking = sweep.ranking(name, seed)
+    score = dict(zip(ranking.block_ids, ranking.scores))
+    importance = np.asarray([score[b] for b in blocks]) * (1 if criteria.get(name).remove == criteria.LOWEST else -1)
+    out["criteria"][name if name != "random" else f"random (seed {seed})"] = {
+        **rank_correlations(importance, drop),
+        "calibration": ranking.calibration,
+        "overlap_with_oracle": {str(k): len(set(ranking.blocks_to_remove(k)) & set(oracle_order[:k])) / k
+                                for k in map(int, sweep.config.sweep.levels)}}
   return out
 
 
@@ -160,7 +158,7 @@ def write(sweep: Sweep) -> dict:
           f"{sum(r.get('status') == 'ok' for r in results)} ok", "",
           f"Initial checkpoint `{sweep.initial}` ({depth} blocks); WAR % on the eval split; "
           f"unpruned: {'—' if baseline is None else f'{baseline:.2f}'}. Random: mean ± std over seeds "
-          f"{list(sweep.config.sweep.random_seeds)}.", "",
+          f"{list(sweep.config.sweep.random_seeds)}. {_data_sentence(sweep)}", "",
           markdown_table(["ratio %", "k"] + columns,
                          [[f"{100 * k / depth:.1f}", str(k)] + [_cell(table[c].get(k)) for c in columns]
                           for k in levels]), "", "![WAR against pruning ratio](sweep.png)"]
@@ -188,6 +186,14 @@ def write(sweep: Sweep) -> dict:
   if table:
     plot(table, depth, baseline, out / "sweep.png")
   return {"table": table, "baseline": baseline, "correlations": correlation}
+
+
+def _data_sentence(sweep: Sweep) -> str:
+  with_data = [name for name in sweep.config.sweep.criteria if criteria.needs_data(name)]
+  if not with_data:
+    return "Every criterion is data-free."
+  source = sweep.ranking(with_data[0]).calibration["source"]
+  return f"Criteria that read data: {', '.join(with_data)}, on {source}; the others are data-free."
 
 
 def _fmt(value: float | None) -> str:
@@ -230,6 +236,20 @@ def compare_paper(directory) -> str:
           f"Each cell: ours / paper. Ours: {depth} blocks, unpruned {'—' if baseline is None else f'{baseline:.2f}'}; "
           f"paper: 12 blocks, unpruned {PAPER_UNPRUNED}. Ratios the sweep lacks show —. The paper's variance and std "
           "share a column.", "", markdown_table(["ratio %", *PAPER_COLUMNS], body)]
+  corr_file = directory / "correlations.json"
+  correlation = json.loads(corr_file.read_text())["criteria"] if corr_file.is_file() else {}
+  in_paper = {name for names in PAPER_COLUMNS.values() for name in names} | {BASELINE, SINGLE, GREEDY}
+  rankings_file = directory / RANKINGS_FILE
+  rankings = json.loads(rankings_file.read_text())["rankings"] if rankings_file.is_file() else {}
+  if others := [name for name in ours if name not in in_paper]:
+    def header(name):
+      data = (rankings.get(f"{name}/0") or {}).get("calibration")
+      return f"{name} ({data['clips']} clips)" if data else name
+    ratios = sorted({ratio for name in others for ratio in ours[name]})
+    text += ["", "## Criteria the paper did not compare (ours only; clips: calibration data)", "",
+             markdown_table(["ratio %", *map(header, others)],
+                            [[f"{100 * ratio:.1f}"] + [_cell(ours[name].get(ratio)) for name in others]
+                             for ratio in ratios])]
   singles = {int(r["removed_blocks"]): float(r["war"]) for r in ok if r["criterion"] == SINGLE}
   if singles:
     text += ["", "## Single-block removal, ours / paper", "",
@@ -237,8 +257,7 @@ def compare_paper(directory) -> str:
                             [[(f"{singles[b]:.2f}" if b in singles else "—") + f" / {PAPER_SINGLE[b]:.2f}"
                               for b in PAPER_SINGLE]])]
   paper_corr = rank_correlations(PAPER_ENTROPY, [PAPER_UNPRUNED - PAPER_SINGLE[b] for b in PAPER_SINGLE])
-  corr_file = directory / "correlations.json"
-  ours_corr = (json.loads(corr_file.read_text())["criteria"].get("entropy") if corr_file.is_file() else None) or {}
+  ours_corr = correlation.get("entropy") or {}
   text += ["", "## Entropy against the single-removal accuracy drop", "",
            markdown_table(["", "Spearman ρ", "Kendall τ"],
                           [["ours", _fmt(ours_corr.get("spearman")), _fmt(ours_corr.get("kendall"))],

@@ -1,8 +1,10 @@
-"""Block-importance criteria: one registry, each criterion one small scoring function (SPEC §4).
+"""Block-importance criteria: one registry, each criterion one small scoring function (SPEC §4, §10).
 
 A scoring function maps a `ScoringInput` to one score per block (block order); the registry entry
 says which end of the scores is removed first. Ties are broken deterministically: among equal
-scores the block nearer the output (the higher original block id) is removed first.
+scores the block nearer the output (the higher original block id) is removed first. A criterion that
+chooses each level's blocks as a set (angular distance: one contiguous span per k) adds `select`.
+Criteria marked `needs_data` read calibration clips (`ScoringInput.calibration`); the others are data-free.
 
 Adding a criterion is one function and its `@criterion(...)` line.
 """
@@ -18,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gardener_jax.entropy import (BlockEntropy, Discretization, block_entropy, mutual_information_matrix,
-                                  scored_blocks, scored_matrices)
+from gardener_jax import spectral
+from gardener_jax.calibration import Calibration, HiddenStateSimilarity, hidden_state_similarity
+from gardener_jax.entropy import (BLOCK_MATRICES, BlockEntropy, Discretization, block_entropy,
+                                  mutual_information_matrix, scored_blocks, scored_matrices)
 from gardener_jax.models import ModelConfig
 
 LOWEST, HIGHEST = "lowest", "highest"
@@ -32,13 +36,29 @@ class ScoringInput:
   discretization: Discretization = Discretization("exact")
   seed: int = 0
   oracle_file: str | None = None
+  calibration: Calibration | None = None
   _entropy: BlockEntropy | None = None
+  _spectra: spectral.BlockSpectra | None = None
+  _similarity: HiddenStateSimilarity | None = None
 
+  # Shared by the criteria that need them, each computed once.
   @property
-  def entropy(self) -> BlockEntropy:  # shared by the criteria that need it, computed once
+  def entropy(self) -> BlockEntropy:
     if self._entropy is None:
       self._entropy = block_entropy(self.params, self.discretization)
     return self._entropy
+
+  @property
+  def spectra(self) -> spectral.BlockSpectra:
+    if self._spectra is None:
+      self._spectra = spectral.block_spectra(self.params)
+    return self._spectra
+
+  @property
+  def similarity(self) -> HiddenStateSimilarity:
+    if self._similarity is None:
+      self._similarity = hidden_state_similarity(self.params, self.config, self.calibration.clips)
+    return self._similarity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +67,16 @@ class Criterion:
   score: Callable[[ScoringInput], np.ndarray]
   remove: str  # which end is removed first: LOWEST or HIGHEST
   description: str
+  needs_data: bool = False  # scores read `ScoringInput.calibration`
+  select: Callable[[ScoringInput, int], list[int]] | None = None  # k → the blocks to remove, if not the first k
 
 
 CRITERIA: dict[str, Criterion] = {}
 
 
-def criterion(name: str, remove: str, description: str):
+def criterion(name: str, remove: str, description: str, **options):
   def register(score):
-    CRITERIA[name] = Criterion(name, score, remove, description)
+    CRITERIA[name] = Criterion(name, score, remove, description, **options)
     return score
   return register
 
@@ -105,6 +127,41 @@ criterion("variance", LOWEST, "variance of |w|")(_per_block(lambda w: jnp.var(jn
 criterion("std", LOWEST, "standard deviation of |w|")(_per_block(lambda w: jnp.std(jnp.abs(w))))
 criterion("kurtosis", HIGHEST, "Fisher kurtosis of the signed weights")(_per_block(_kurtosis))
 criterion("value_entropy", LOWEST, "Shannon entropy of |w| / ‖w‖₁")(_per_block(_value_entropy))
+
+
+@criterion("alpha", HIGHEST, "WeightWatcher α: power-law exponent of the eigenvalue tail of WᵀW (Hill estimate, "
+           "λ_min by the smallest KS distance), mean over the four matrices")
+def _alpha(inputs):
+  alpha = inputs.spectra.alpha
+  if unfitted := [f"block {inputs.config.kept_blocks[i]} {'/'.join(BLOCK_MATRICES[j][:2])} "
+                  f"(numerical rank {inputs.spectra.rank[i, j]})" for i, j in zip(*np.nonzero(np.isnan(alpha)))]:
+    raise ValueError(f"criterion 'alpha': no power-law tail to fit in {', '.join(unfitted)}: a matrix needs at least "
+                     "2 distinct eigenvalues within its numerical rank")
+  return alpha.mean(axis=1).astype(np.float64)
+
+
+@criterion("spectral_entropy", HIGHEST, "entropy of σ² / Σσ² over ln(rank), mean over the four matrices")
+def _spectral_entropy(inputs):
+  return inputs.spectra.spectral_entropy.mean(axis=1).astype(np.float64)
+
+
+@criterion("block_influence", LOWEST, "ShortGPT Block Influence: 1 − mean cos(block input, block output) over "
+           "the tokens of the calibration clips", needs_data=True)
+def _block_influence(inputs):
+  return inputs.similarity.block_influence()
+
+
+def _contiguous_span(inputs, k: int) -> list[int]:
+  distances = inputs.similarity.span_distances(k)
+  start = len(distances) - 1 - int(np.argmin(distances[::-1]))  # ties: the span nearer the output
+  return list(inputs.config.kept_blocks[start:start + k])
+
+
+@criterion("angular_distance", LOWEST, "Gromov et al.: mean arccos(cos(h_ℓ, h_ℓ+k)) / π over the calibration "
+           "tokens; k blocks are removed as the one contiguous span of smallest distance (scores: k = 1)",
+           needs_data=True, select=_contiguous_span)
+def _angular_distance(inputs):
+  return inputs.similarity.span_distances(1)
 
 
 @criterion("mutual_information", HIGHEST,
@@ -167,11 +224,25 @@ class Ranking:
   scores: list[float]
   removal_order: list[int]
   entropy: BlockEntropy | None
+  calibration: dict | None = None  # the clips the scores read; None: data-free
+  selections: dict[int, list[int]] | None = None  # k → blocks, for criteria that choose a set per level
+
+  @classmethod
+  def from_dict(cls, d: dict) -> Ranking:
+    """A ranking saved with `to_dict` (without the entropy statistics' details)."""
+    selections = {int(k): blocks for k, blocks in d["selections"].items()} if d.get("selections") else None
+    return cls(d["criterion"], d["discretize"], d["block_ids"], d["scores"], d["removal_order"], None,
+               d.get("calibration"), selections)
+
+  def blocks_to_remove(self, k: int) -> list[int]:
+    return list(self.selections[k]) if self.selections else self.removal_order[:k]
 
   def to_dict(self) -> dict:
     d = {"criterion": self.criterion, "discretize": self.discretization, "num_blocks": len(self.block_ids),
          "block_ids": self.block_ids, "scores": self.scores, "removal_order": self.removal_order,
-         "remove_first": CRITERIA[self.criterion].remove}
+         "remove_first": CRITERIA[self.criterion].remove, "calibration": self.calibration}
+    if self.selections:
+      d["selections"] = {str(k): blocks for k, blocks in self.selections.items()}
     if self.entropy is not None:
       d.update(distinct_values=self.entropy.distinct.tolist(), efficiency=self.entropy.efficiency.tolist(),
                num_weights=self.entropy.num_weights, entropy_engine=self.entropy.engine)
@@ -179,11 +250,21 @@ class Ranking:
 
 
 def rank(params, config: ModelConfig, name: str = "entropy", discretization: str | Discretization = "exact",
-         seed: int = 0, oracle_file: str | None = None) -> Ranking:
+         seed: int = 0, oracle_file: str | None = None,
+         calibration: Calibration | None = None) -> Ranking:
   if isinstance(discretization, str):
     discretization = Discretization.parse(discretization)
   spec = get(name)
-  inputs = ScoringInput(params, config, discretization, seed, oracle_file)
+  if spec.needs_data and calibration is None:
+    raise ValueError(f"criterion {name!r} scores blocks on calibration clips: name a prepared dataset "
+                     "(--calibration NAME --data_dir DIR)")
+  inputs = ScoringInput(params, config, discretization, seed, oracle_file, calibration if spec.needs_data else None)
   scores = np.asarray(spec.score(inputs), np.float64)
+  selections = {k: spec.select(inputs, k) for k in range(1, config.depth)} if spec.select else None
   return Ranking(name, str(discretization), list(config.kept_blocks), scores.tolist(),
-                 removal_order(scores, spec.remove, config.kept_blocks), inputs._entropy)
+                 removal_order(scores, spec.remove, config.kept_blocks), inputs._entropy,
+                 inputs.calibration.to_dict() if inputs.calibration else None, selections)
+
+
+def needs_data(name: str) -> bool:
+  return get(name).needs_data

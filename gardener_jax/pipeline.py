@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from gardener_jax import files, pretrain, prune, report, train
+from gardener_jax import calibration, criteria, files, pretrain, prune, report, train
 from gardener_jax.checkpoint import (CONFIG_FILE, PARAMS_DIR, cast_floats, count_params, load_tree, read_config,
                                      save_checkpoint)
 from gardener_jax.data import input_pipeline, sources
@@ -110,16 +110,32 @@ def pretrain_stage(config, workdir: pathlib.Path) -> pathlib.Path:
   return checkpoint
 
 
+def calibration_clips(config, model_config: ModelConfig) -> calibration.Calibration:
+  """The clips of the criteria that need data: `prune.calibration_clips` videos of the job's training
+  split (of `data.classes`; validation hold-out excluded), drawn with `config.seed`, sampled as for evaluation."""
+  splits = sources.from_config(config.data, list(config.data.classes), config.seed)
+  name = f"{config.data.name}{f'/{config.data.config}' if config.data.config else ''} training split"
+  return calibration.draw_clips(splits.train, model_config, config.prune.get("calibration_clips", 8), config.seed,
+                                sampling_rate=config.data.sampling_rate, name=name)
+
+
 def prune_stage(config, checkpoint: pathlib.Path, workdir: pathlib.Path) -> tuple[pathlib.Path, dict | None]:
   p = config.prune
   if p.criterion == "none":
     return checkpoint, None
   out = workdir / "pruned"
   blocks = [int(b) for b in str(p.blocks).split(",") if b.strip()] if p.blocks else None
-  on_primary("prune", lambda: _is_checkpoint(out) or prune.prune_checkpoint(
-      checkpoint, out, criterion=None if blocks else p.criterion, ratio=None if blocks or not p.ratio else p.ratio,
-      remove=None if blocks or p.ratio else p.remove, blocks=blocks, discretize=p.discretize, seed=config.seed,
-      oracle=p.oracle or None))
+
+  def prune_once():
+    if _is_checkpoint(out):
+      return
+    needs_data = not blocks and criteria.needs_data(p.criterion)
+    clips = calibration_clips(config, read_config(checkpoint)) if needs_data else None
+    prune.prune_checkpoint(
+        checkpoint, out, criterion=None if blocks else p.criterion, ratio=None if blocks or not p.ratio else p.ratio,
+        remove=None if blocks or p.ratio else p.remove, blocks=blocks, discretize=p.discretize, seed=config.seed,
+        oracle=p.oracle or None, calibration=clips)
+  on_primary("prune", prune_once)
   return out, files.read_json(out / "prune_report.json")
 
 

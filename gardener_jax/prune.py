@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from gardener_jax import criteria, report
+from gardener_jax.calibration import Calibration
 from gardener_jax.checkpoint import count_params, load_tree, read_config, write_checkpoint
 from gardener_jax.files import atomic_directory
 from gardener_jax.models import ModelConfig
@@ -65,9 +66,11 @@ def cost(params, config: ModelConfig) -> dict:
 
 def prune_checkpoint(checkpoint, out, *, criterion: str | None = None, ratio: float | None = None,
                      remove: int | None = None, blocks: Sequence[int] | None = None, discretize: str = "exact",
-                     seed: int = 0, oracle: str | None = None, overwrite: bool = False):
+                     seed: int = 0, oracle: str | None = None, calibration: Calibration | None = None,
+                     overwrite: bool = False):
   """Prunes a checkpoint directory by criterion and ratio or k, or by an explicit block list, and writes
-  the smaller checkpoint with prune_report.{json,md} and scores.png. Returns (report, ranking)."""
+  the smaller checkpoint with prune_report.{json,md} and scores.png. Returns (report, ranking).
+  `calibration`: the clips of a criterion that needs data."""
   config, tree = read_config(checkpoint), load_tree(checkpoint)
   params, ranking = tree["params"], None
   if blocks:
@@ -80,10 +83,9 @@ def prune_checkpoint(checkpoint, out, *, criterion: str | None = None, ratio: fl
     k = num_to_remove(ratio, config.depth) if ratio is not None else remove
     if not 1 <= k <= config.depth - 1:
       raise ValueError(f"--remove {k}: remove between 1 and {config.depth - 1} of the {config.depth} blocks")
-    ranking = criteria.rank(params, config, criterion or "entropy", discretize, seed, oracle)
-    chosen = ranking.removal_order[:k]
-    chosen_by = (f"criterion {ranking.criterion} ({ranking.discretization}), k = {k}"
-                 + (f" (ratio {ratio})" if ratio is not None else ""))
+    ranking = criteria.rank(params, config, criterion or "entropy", discretize, seed, oracle, calibration)
+    chosen = ranking.blocks_to_remove(k)
+    chosen_by = f"criterion {report.criterion_label(ranking)}, k = {k}" + (f" (ratio {ratio})" if ratio else "")
   pruned, pruned_config = prune(params, config, chosen)
   result = {"source": str(checkpoint), "chosen_by": chosen_by, "removed_blocks": sorted(chosen),
             "removal_order": chosen, "kept_blocks": list(pruned_config.kept_blocks),

@@ -12,7 +12,7 @@ from gardener_jax.entropy import NEARLY_ALL_DISTINCT
 
 def ranking_rows(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
   position = {block: i + 1 for i, block in enumerate(ranking.removal_order)}
-  header = ["block", ranking.criterion, "removal rank"]
+  header = ["block", ranking.criterion, "removal rank (k = 1)" if ranking.selections else "removal rank"]
   if ranking.entropy is not None:
     header += ["distinct values", "H / ln N"]
   rows = []
@@ -41,11 +41,30 @@ def distinct_warning(ranking: Ranking) -> str | None:
           "Use --discretize float16, bfloat16 or hist:K (e.g. hist:4096).")
 
 
+def data_used(calibration: dict | None) -> str:
+  return "none (data-free)" if calibration is None else f"calibration, {calibration['source']}"
+
+
+def criterion_label(ranking: Ranking) -> str:
+  """The criterion with its value grid (entropy criteria) or its calibration data, e.g. 'entropy (exact)'."""
+  if ranking.entropy is not None:
+    return f"{ranking.criterion} ({ranking.discretization})"
+  if ranking.calibration is not None:
+    return f"{ranking.criterion} (on {ranking.calibration['source']})"
+  return ranking.criterion
+
+
 def describe(ranking: Ranking) -> str:
   header, rows = ranking_rows(ranking)
+  grid = f"discretize {ranking.discretization}; " if ranking.entropy is not None else ""
   text = [f"criterion {ranking.criterion} ({CRITERIA[ranking.criterion].description}); "
-          f"discretize {ranking.discretization}; the {CRITERIA[ranking.criterion].remove} score is removed first",
-          markdown_table(header, rows), f"removal order: {', '.join(map(str, ranking.removal_order))}"]
+          f"{grid}the {CRITERIA[ranking.criterion].remove} score is removed first",
+          f"data: {data_used(ranking.calibration)}", markdown_table(header, rows)]
+  if ranking.selections:
+    text.append("blocks removed for each k (one span each): " + "; ".join(
+        f"k = {k}: {', '.join(map(str, blocks))}" for k, blocks in ranking.selections.items()))
+  else:
+    text.append(f"removal order: {', '.join(map(str, ranking.removal_order))}")
   if warning := distinct_warning(ranking):
     text.append(f"warning: {warning}")
   return "\n\n".join(text)
@@ -68,7 +87,7 @@ def plot_scores(ranking: Ranking, path, removed=()) -> None:
     ax.set_ylim(scores.min() - 0.1 * span, scores.max() + 0.1 * span)
   ax.set_xlabel("block (original id)")
   ax.set_ylabel(ranking.criterion)
-  title = f"{ranking.criterion} ({ranking.discretization}), {CRITERIA[ranking.criterion].remove} removed first"
+  title = f"{criterion_label(ranking)}, {CRITERIA[ranking.criterion].remove} removed first"
   if removed:
     title += f"; removed (red): {', '.join(map(str, sorted(removed)))}"
   ax.set_title(title, fontsize=9)

@@ -20,6 +20,7 @@ matches a finished one copies its result ("reused_from") instead of training aga
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -32,9 +33,11 @@ from absl import logging
 from gardener_jax import criteria, pipeline
 from gardener_jax.checkpoint import load_tree, read_config
 from gardener_jax.files import write_json
+from gardener_jax.sharding import on_primary
 
 BASELINE, SINGLE, ORACLE, GREEDY = "unpruned", "oracle_single", "oracle", "oracle_greedy"
 RESULT_FILE = "result.json"
+RANKINGS_FILE = "rankings.json"  # every criterion's ranking but the oracle's, scored once by --prepare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,17 +92,52 @@ class Sweep:
 
   # --- what the runs remove --------------------------------------------------------------------------
 
+  @functools.cached_property
+  def calibration(self):
+    """The data-based criteria's clips: from the training split of the sweep's data."""
+    return pipeline.calibration_clips(self.config, self.model_config)
+
   @property
   def params(self):
     if self._params is None:
       self._params = load_tree(self.initial)["params"]
     return self._params
 
+  def scored_criteria(self) -> list[tuple[str, int]]:
+    """(criterion, seed) of every ranking the sweep reads but the oracle's: random once per seed."""
+    return [(name, seed) for name in self.config.sweep.criteria if name != ORACLE
+            for seed in (list(self.config.sweep.random_seeds) if name == "random" else [0])]
+
+  def _ranking_settings(self) -> dict:
+    data = self.config.get("data")
+    return {"initial": str(self.initial), "discretize": str(self.config.prune.discretize),
+            "seed": int(self.config.seed), "calibration_clips": int(self.config.prune.get("calibration_clips", 8)),
+            "data": None if data is None else [data.name, data.config, list(data.classes)]}
+
+  def _saved_rankings(self) -> dict:
+    path = self.dir / RANKINGS_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return saved.get("rankings", {}) if saved.get("settings") == self._ranking_settings() else {}
+
+  def write_rankings(self) -> None:
+    """Scores every criterion once and saves the rankings, so that every process and job-array task removes
+    the same blocks (scores computed on different hosts could differ in their last bits and break a tie
+    differently), and the tables need neither the weights nor the calibration clips again."""
+    saved = self._saved_rankings()
+    if all(f"{name}/{seed}" in saved for name, seed in self.scored_criteria()):
+      return
+    write_json(self.dir / RANKINGS_FILE, {"settings": self._ranking_settings(), "rankings": {
+        f"{name}/{seed}": self.ranking(name, seed).to_dict() for name, seed in self.scored_criteria()}})
+
   def ranking(self, name: str, seed: int = 0) -> criteria.Ranking:
     if (name, seed) not in self._rankings:
-      oracle = str(self.oracle_file()) if name == ORACLE else None
-      self._rankings[name, seed] = criteria.rank(self.params, self.model_config, name,
-                                                 self.config.prune.discretize, seed, oracle)
+      if saved := self._saved_rankings().get(f"{name}/{seed}"):
+        self._rankings[name, seed] = criteria.Ranking.from_dict(saved)
+      else:
+        oracle = str(self.oracle_file()) if name == ORACLE else None
+        clips = self.calibration if criteria.needs_data(name) else None
+        self._rankings[name, seed] = criteria.rank(self.params, self.model_config, name,
+                                                   self.config.prune.discretize, seed, oracle, clips)
     return self._rankings[name, seed]
 
   def single_accuracy(self) -> dict[int, float]:
@@ -138,7 +176,7 @@ class Sweep:
     if run.criterion == GREEDY:
       path = self.greedy_path(run.k - 1)
       return path + ([b for b in self.model_config.kept_blocks if b not in path][run.block],)
-    return tuple(self.ranking(run.criterion, run.seed).removal_order[:run.k])
+    return tuple(self.ranking(run.criterion, run.seed).blocks_to_remove(run.k))
 
   # --- results ---------------------------------------------------------------------------------------
 
@@ -207,10 +245,12 @@ def _ok(result: dict | None) -> bool:
 
 
 def prepare(config, workdir, train_fn: TrainFn = pipeline.run) -> Sweep:
-  """Builds the data and the initial checkpoint (once, before a job array starts) and writes plan.json."""
+  """Builds the data and the initial checkpoint (once, before a job array starts), scores every criterion
+  (rankings.json) and writes plan.json."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   sweep = Sweep(config, workdir, pipeline.initial_stage(config, workdir), train_fn)
+  on_primary("sweep rankings", sweep.write_rankings)
   write_json(workdir / "plan.json", {"initial": str(sweep.initial), "depth": sweep.depth,
                                       "runs": [dataclasses.asdict(r) for r in sweep.runs]})
   return sweep

@@ -111,10 +111,17 @@ def test_run_index_runs_one_run_alone(checkpoint, tmp_path):
   sweep.prepare(config, tmp_path, _fake_finetune(calls))
   plan = json.loads((tmp_path / "plan.json").read_text())
   assert [r["name"] for r in plan["runs"]] == [r.name for r in sweep.plan(config.sweep, DEPTH)]
+  saved = json.loads((tmp_path / "rankings.json").read_text())
+  assert sorted(saved["rankings"]) == ["entropy/0", "l1/0", "random/0", "random/1"]  # scored once, by --prepare
   job = sweep.open_sweep(config, tmp_path, _fake_finetune(calls))
   index = [r.name for r in job.runs].index("l1_k2")
   assert job.execute(job.runs[index])["status"] == "ok"
   assert [c[0] for c in calls] == ["l1_k2"]
+  assert job._params is None  # a task reads the saved ranking, not the weights
+  assert job.result(job.runs[index])["removal_order"] == saved["rankings"]["l1/0"]["removal_order"][:2]
+  with config.unlocked():
+    config.prune.discretize = "hist:32"  # other settings: the saved rankings no longer apply
+  assert sweep.open_sweep(config, tmp_path).ranking("entropy").discretization == "hist:32"
   assert sorted(p.parent.name for p in (tmp_path / "runs").glob("*/result.json")) == ["l1_k2"]
   oracle = job.execute(job.runs[[r.name for r in job.runs].index("oracle_k2")])
   assert oracle["status"] == "failed" and "the oracle needs every single-block run" in oracle["error"]
@@ -178,7 +185,9 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
       "--config.data.num_frames=4", "--config.data.num_clips=1", "--config.data.classes=('square_right','square_left')",
       "--config.pretrain.classes=('square_down','square_up')", "--config.pretrain.train.epochs=1",
       "--config.pretrain.train.batch_size=4", "--config.train.batch_size=4", "--config.model.width=32",
-      "--config.model.depth=3", "--config.model.mlp_dim=64", "--config.sweep.criteria=('entropy','random','oracle')",
+      "--config.model.depth=3", "--config.model.mlp_dim=64",
+      "--config.sweep.criteria=('entropy','random','oracle','block_influence','angular_distance','alpha')",
+      "--config.prune.calibration_clips=3",
       "--config.sweep.levels=(1,2)", "--config.sweep.random_seeds=(0,1)", "--config.sweep.epochs=(1,1,1)"]
   command = [sys.executable, "-m", "gardener_jax", "sweep", "--config", os.path.join(root, "configs", "sweep_demo.py"),
              "--workdir", str(tmp_path / "sweep"), *overrides]
@@ -188,8 +197,9 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
 
   rows = list(csv.DictReader((tmp_path / "sweep" / "sweep.csv").open()))
   assert [r["run"] for r in rows] == ["unpruned", "single_b1", "single_b2", "single_b3", "entropy_k1", "entropy_k2",
-                                      "random_k1_s0", "random_k1_s1", "random_k2_s0", "random_k2_s1", "oracle_k1",
-                                      "oracle_k2"]
+                                      "random_k1_s0", "random_k1_s1", "random_k2_s0", "random_k2_s1",
+                                      "block_influence_k1", "block_influence_k2", "angular_distance_k1",
+                                      "angular_distance_k2", "alpha_k1", "alpha_k2", "oracle_k1", "oracle_k2"]
   assert all(r["status"] == "ok" for r in rows) and all(0 <= float(r["war"]) <= 100 for r in rows)
   k2 = next(r for r in rows if r["run"] == "entropy_k2")
   assert len(k2["removed_blocks"].split()) == 2 and float(k2["gflops"]) < float(rows[0]["gflops"])
@@ -197,12 +207,21 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
   for name in ("sweep.md", "sweep.png", "correlations.json", "oracle.json", "plan.json"):
     assert (tmp_path / "sweep" / name).is_file(), name
   assert not (tmp_path / "sweep" / "runs" / "entropy_k2" / "final").exists()  # keep_checkpoints=False
+  span = next(r for r in rows if r["run"] == "angular_distance_k2")["removed_blocks"].split()
+  assert int(span[1]) == int(span[0]) + 1  # one contiguous span
+  assert ("Criteria that read data: block_influence, angular_distance, on 3 clips of synthetic_motion/tiny training "
+          "split (seed 0)") in (tmp_path / "sweep" / "sweep.md").read_text()
+  correlated = json.loads((tmp_path / "sweep" / "correlations.json").read_text())["criteria"]
+  assert correlated["block_influence"]["calibration"]["clips"] == 3 and correlated["alpha"]["calibration"] is None
+  assert cli.main(["compare-paper", str(tmp_path / "sweep")]) == 0
+  assert "| ratio % | block_influence (3 clips) | angular_distance (3 clips) | alpha |" in (
+      tmp_path / "sweep" / "compare_paper.md").read_text()
 
   again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and "removing blocks" not in again.stderr  # every run is skipped
 
 
-@pytest.mark.parametrize("name, runs", [("sweep_demo", 1 + 12 + 14 * 6 + 6),
+@pytest.mark.parametrize("name, runs", [("sweep_demo", 1 + 12 + 18 * 6 + 6),
                                         ("sweep_ucf101_vitb", 1 + 12 + 12 * 6 + 6)])
 def test_the_sweep_configs_plan_every_criterion_at_six_levels(name, runs):
   import importlib

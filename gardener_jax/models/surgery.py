@@ -24,4 +24,5 @@ def classifier_from_pretraining(params, config: ModelConfig, num_classes: int, s
   config = config.replace(decoder=None, use_mean_pooling=True, head_norm_eps=head_norm_eps, num_classes=num_classes)
   fresh = init_params(config.replace(depth=1), seed)
   encoder = {k: v for k, v in params.items() if k not in PRETRAINING_ONLY}
-  return {**encoder, "fc_norm": fresh["fc_norm"], "head": fresh["head"]}, config
+  head = {"head": fresh["head"]} if num_classes else {}  # 0 classes: the pooled features, no head
+  return {**encoder, "fc_norm": fresh["fc_norm"], **head}, config

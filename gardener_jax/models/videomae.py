@@ -250,6 +250,7 @@ class Block(nn.Module):
       if c.layer_scale:
         y = y * self.param(gamma_name, nn.initializers.constant(0.1), (c.width,)).astype(self.dtype)
       x = x + drop_path(y, drop_path_rate, self.deterministic or not c.drop_path_rate, self)
+    self.sow("intermediates", "hidden_state", x)  # kept only when applied with mutable=["intermediates"]
     return x, None
 
 
@@ -258,8 +259,8 @@ def stacked_blocks(config: ModelConfig, *, train: bool, dtype, attention: str | 
   leading depth axis under `name` (`nn.scan`); drop path rises from 0 to `config.drop_path_rate`.
   Call it inside a module's compact method: the stack becomes that module's child."""
   block = nn.remat(Block, prevent_cse=False) if config.remat else Block
-  scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True}, in_axes=0,
-                    length=config.depth)
+  scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
+                    split_rngs={"params": True, "dropout": True}, in_axes=0, length=config.depth)
   layer = scanned(config, deterministic=not train, dtype=dtype, attention=attention, name=name)
   rates = jnp.linspace(0.0, config.drop_path_rate, config.depth)
   return lambda x: layer(x, rates)[0]
@@ -284,6 +285,7 @@ class VideoMAE(nn.Module):
       raise ValueError(f"clips have shape {tuple(clips.shape)}; this model expects (batch, *{expected})")
     x = PatchEmbed(c, self.dtype, name="patch_embed")(clips)
     x = x + jnp.asarray(sinusoid_position_table(c.num_tokens, c.width), self.dtype)
+    self.sow("intermediates", "embedded", x)
     x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks")(x)
 
     if c.use_mean_pooling:
