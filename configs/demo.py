@@ -10,7 +10,7 @@
    split, and writes report.{json,md} with the pretraining loss, the reconstructions, the entropies,
    the pruned blocks and the training curves.
 
-  python -m gardener_jax.main --config configs/demo.py --workdir runs/demo
+  gardener train --config configs/demo.py --workdir runs/demo
 """
 
 import ml_collections

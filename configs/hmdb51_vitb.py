@@ -1,6 +1,6 @@
 """The paper's recipe (see ucf101_vitb.py) on HMDB51 split 1.
 
-  python -m gardener_jax.main --config configs/hmdb51_vitb.py:3 --workdir runs/hmdb51_k3 \\
+  gardener train --config configs/hmdb51_vitb.py:3 --workdir runs/hmdb51_k3 \\
       --config.init.source=path/to/videomae-base-finetuned-kinetics --config.data.manual_dir=~/hmdb51
 """
 

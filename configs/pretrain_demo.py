@@ -2,7 +2,7 @@
 `configs/demo.py`), on the clips of all 10 classes, no labels read. Writes the pretraining
 checkpoint, the loss curve and a reconstruction picture.
 
-  python -m gardener_jax.main --config configs/pretrain_demo.py --workdir runs/pretrain_demo
+  gardener pretrain --config configs/pretrain_demo.py --workdir runs/pretrain_demo
 """
 
 import ml_collections

@@ -4,7 +4,7 @@ masking at 0.9, a 4-block decoder of width 384, AdamW β = (0.9, 0.95), weight d
 loop at 0), 16 frames at sampling rate 4, 224². Kinetics is read as a `video_folder` (root/<class>/<video>
 with splits/train.txt); labels are not used.
 
-  python -m gardener_jax.main --config configs/pretrain_k400_vitb.py --workdir runs/pretrain_k400 \\
+  gardener pretrain --config configs/pretrain_k400_vitb.py --workdir runs/pretrain_k400 \\
       --config.data.manual_dir=~/kinetics400 --distributed
 """
 

@@ -2,7 +2,7 @@
 finetuning): tube masking at 0.75, batch 192, base lr 3e-4 × batch / 256, 40 warm-up epochs; UCF101
 split 1's training videos, labels unused.
 
-  python -m gardener_jax.main --config configs/pretrain_ucf101_vitb.py --workdir runs/pretrain_ucf101 \\
+  gardener pretrain --config configs/pretrain_ucf101_vitb.py --workdir runs/pretrain_ucf101 \\
       --config.data.manual_dir=~/ucf101
 """
 

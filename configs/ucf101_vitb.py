@@ -1,6 +1,6 @@
 """The Gardener paper's finetuning recipe (SPEC §5) on UCF101, ViT-B, removing k of 12 blocks.
 
-  python -m gardener_jax.main --config configs/ucf101_vitb.py:3 --workdir runs/ucf101_k3 \\
+  gardener train --config configs/ucf101_vitb.py:3 --workdir runs/ucf101_k3 \\
       --config.init.source=path/to/videomae-base-finetuned-kinetics --config.data.manual_dir=~/ucf101
 
 16 frames at sampling rate 4, 224², no augmentation, one clip per video; AdamW, peak lr 1e-3,
@@ -22,7 +22,7 @@ def get_config(removed: str = "3") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(dict(
       name="ucf101", config="gardener_70_10", data_dir="data", manual_dir="", train_split="train", eval_split="test",
       val_split="", val_fraction=0.0, classes=(), num_frames=16, sampling_rate=4, image_size=224, num_clips=1,
-      num_crops=1, augment=False, flip=True,
+      num_crops=1, augment=False, flip=False,
       min_crop_area=0.08, workers=8, eval_batch_size=16))
   config.init = ml_collections.ConfigDict(dict(
       source="", variant="vit_b", num_heads=ml_collections.config_dict.placeholder(int),

@@ -3,7 +3,7 @@ base lr 5e-4 × batch / 256, layer decay 0.7, weight decay 0.05, drop path 0.1, 
 mixup 0.8 / CutMix 1.0, random resized crop and flip, test 5 clips × 3 crops. `best/` is chosen on
 5 % of the training videos held out (the release chose it on the test split).
 
-  python -m gardener_jax.main --config configs/ucf101_vitb_videomae.py:3 --workdir runs/ucf101_videomae_k3 \\
+  gardener train --config configs/ucf101_vitb_videomae.py:3 --workdir runs/ucf101_videomae_k3 \\
       --config.init.source=... --config.data.manual_dir=~/ucf101
 """
 
@@ -12,7 +12,8 @@ from configs import ucf101_vitb
 
 def get_config(removed: str = "3"):
   config = ucf101_vitb.get_config(removed)
-  config.data.update(config="split_1", augment=True, num_clips=5, num_crops=3, eval_batch_size=2, val_fraction=0.05)
+  config.data.update(config="split_1", augment=True, flip=True, num_clips=5, num_crops=3, eval_batch_size=2,
+                     val_fraction=0.05)
   config.model.update(drop_path_rate=0.1)
   config.train.update(epochs=100, label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0, eval_every_epochs=10)
   config.optim.update(lr=5e-4 * config.train.batch_size / 256, warmup_steps=500, layer_decay=0.7, clip_norm=0.0)

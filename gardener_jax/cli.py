@@ -7,7 +7,10 @@
       [--seed S]: one clip of each of N videos drawn with the seed, sampled as for evaluation
   gardener data build NAME --data_dir DIR [--manual_dir M] [--config C]
   gardener data inspect NAME --data_dir DIR [--config C] [--sheet FILE.png]
+  gardener train --config configs/demo.py --workdir DIR [--config.x=y ...]
+  gardener pretrain --config configs/pretrain_demo.py --workdir DIR [--config.x=y ...]
   gardener sweep --config configs/sweep_demo.py --workdir DIR [--run_index I | --prepare | --collect]
+  gardener convert SRC OUT [--variant vit_b] | --to-hf CKPT OUT | --to-original CKPT OUT.pth
   gardener compare-paper DIR
 """
 
@@ -140,6 +143,15 @@ def _add_data_commands(commands) -> None:
       parser.add_argument("--image_size", type=int, default=224)
 
 
+JOB_VERBS = {  # commands whose flags are absl's (a config file and --config.x=y overrides) or the converter's
+    "train": "score, prune, finetune and report, from a config (--config, --workdir, --config.x=y)",
+    "pretrain": "masked video pretraining from a config (--config, --workdir, --config.x=y)",
+    "sweep": "criteria × pruning levels and the oracle, from one config (--config, --workdir, --run_index, "
+             "--prepare, --collect)",
+    "convert": "PyTorch VideoMAE (HuggingFace, original release) ⇄ gardener_jax checkpoints, bit-exact",
+}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="gardener", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,8 +171,8 @@ def main(argv=None) -> int:
   prune_cmd.add_argument("--overwrite", action="store_true")
   prune_cmd.set_defaults(run=cmd_prune)
   _add_data_commands(commands)
-  commands.add_parser("sweep", add_help=False, help="criteria × pruning levels and the oracle, from one config "
-                      "(absl flags: --config, --workdir, --run_index, --prepare, --collect)")
+  for verb, helptext in JOB_VERBS.items():
+    commands.add_parser(verb, add_help=False, help=helptext)
   compare = commands.add_parser("compare-paper", help="a sweep's table next to the paper's numbers")
   compare.add_argument("directory", type=pathlib.Path, help="the sweep directory (with sweep.csv)")
   compare.set_defaults(run=cmd_compare_paper)
@@ -170,6 +182,14 @@ def main(argv=None) -> int:
     from gardener_jax import sweep_main
 
     return sweep_main.run(["gardener sweep", *argv[1:]])
+  if argv[:1] in (["train"], ["pretrain"]):
+    from gardener_jax import main as job
+
+    return job.run([f"gardener {argv[0]}", *argv[1:]], verb=argv[0])
+  if argv[:1] == ["convert"]:
+    from tools.convert_torch.__main__ import main as convert_main
+
+    return convert_main(argv[1:], prog="gardener convert")
   args = parser.parse_args(argv)
   try:
     return args.run(args)

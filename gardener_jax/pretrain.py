@@ -2,7 +2,7 @@
 resume, agreed preemption, non-finite guard and metrics as finetuning, with the masked-reconstruction
 loss on tube-masked clips and no labels.
 
-  python -m gardener_jax.main --config configs/pretrain_demo.py --workdir runs/pretrain_demo
+  gardener pretrain --config configs/pretrain_demo.py --workdir runs/pretrain_demo
 
 The job writes DIR/pretrained (a pretraining checkpoint: encoder and decoder, which
 `gardener_jax.load_pretraining_checkpoint` loads and `gardener prune`, the converter and finetuning

@@ -10,7 +10,7 @@
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gardener_jax import compare, logs, sweep
+from gardener_jax import compare, logs, sweep, validate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config (a configs/sweep_*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "the sweep directory: plan, runs/<name>/ and the tables")
@@ -27,6 +27,7 @@ def main(argv):
   if sum([_PREPARE.value, _COLLECT.value, _RUN_INDEX.value is not None]) > 1:
     raise app.UsageError("give at most one of --prepare, --run_index and --collect")
   config, workdir = _CONFIG.value, _WORKDIR.value
+  validate.exit_on_problems(config, "sweep")
   if _RUN_INDEX.value is not None or _COLLECT.value:
     job = sweep.open_sweep(config, workdir)
   else:

@@ -13,8 +13,8 @@ import time
 from tools.convert_torch import HF, ORIGINAL, ConversionError, convert, export
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m tools.convert_torch", description=__doc__,
+def main(argv=None, prog: str = "python -m tools.convert_torch") -> int:
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("src", help="PyTorch checkpoint (.pth/.bin/.safetensors or HF directory), or with "
                                   "--to-hf/--to-original a gardener_jax checkpoint directory")

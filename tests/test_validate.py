@@ -1,0 +1,130 @@
+"""A whole config checked before any work: each kind of mistake named by its field, all at once, exit
+status 2, nothing written; the shipped configs pass; one `gardener` command for every job."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import demo, pretrain_demo, sweep_demo, sweep_ucf101_vitb, ucf101_vitb
+from gardener_jax import validate
+from gardener_jax.cli import main as gardener
+from gardener_jax.models import ModelConfig
+from tests import factories
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fields(problems) -> dict[str, str]:
+  return {p.field: str(p) for p in problems}
+
+
+def _demo(**overrides):
+  config = demo.get_config()
+  for field, value in overrides.items():
+    section, name = field.rsplit(".", 1)
+    node = config
+    for key in section.split("."):
+      node = node[key]
+    node[name] = value
+  return config
+
+
+def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
+  assert validate.job_problems(demo.get_config()) == []
+  assert validate.pretrain_problems(pretrain_demo.get_config()) == []
+  assert validate.sweep_problems(sweep_demo.get_config()) == []
+  for config in (ucf101_vitb.get_config(), sweep_ucf101_vitb.get_config()):
+    problems = validate.sweep_problems(config) if "sweep" in config else validate.job_problems(config)
+    assert sorted(_fields(problems)) == ["data.manual_dir", "init.source"]  # the checkpoint and the videos
+
+
+@pytest.mark.parametrize("overrides, field, says", [
+    ({"prune.criterion": "bogus"}, "prune.criterion", "one of 'none', 'explicit', 'entropy'"),  # unknown name
+    ({"data.name": "kinetics"}, "data.name", "one of 'synthetic_motion'"),
+    ({"data.config": "huge"}, "data.config", "a config of synthetic_motion: one of 'default', 'small', 'tiny'"),
+    ({"prune.discretize": "hist:1"}, "prune.discretize", "hist:K with K ≥ 2"),
+    ({"train.dtype": "float8"}, "train.dtype", "one of 'float32', 'bfloat16', 'float16'"),
+    ({"prune.ratio": 1.5}, "prune.ratio", "a number in (0, 1)"),  # out of range
+    ({"train.batch_size": 0}, "train.batch_size", "an integer ≥ 1"),
+    ({"optim.lr": 0.0}, "optim.lr", "a number in (0, inf]"),
+    ({"pretrain.masked.mae.mask_ratio": 1.0}, "pretrain.masked.mae.mask_ratio", "a number in (0, 1)"),
+    ({"prune.ratio": 0.0, "prune.remove": 6}, "prune.remove", "1 … 5 of the 6 blocks"),  # the model's depth
+    ({"prune.ratio": 0.0, "prune.blocks": "2,7"}, "prune.blocks", "fewer than all of the 6 blocks"),
+    ({"init.source": "/no/such/checkpoint"}, "init.source", "an existing file or directory"),  # missing file
+    ({"prune.criterion": "oracle", "prune.oracle": "/no/oracle.json"}, "prune.oracle", "expected JSON"),
+    ({"prune.remove": 2}, "prune.remove", "0 when prune.ratio (0.5) is set"),  # contradicting pairs
+    ({"data.flip": True, "data.augment": False}, "data.flip", "set data.augment=True, or data.flip=False"),
+    ({"data.val_split": "test"}, "data.val_fraction", "0 when data.val_split ('test') names the validation split"),
+    ({"model.num_heads": 5}, "model.num_heads", "a divisor of model.width (96)"),
+    ({"pretrain.classes": ("nope",)}, "pretrain.classes", "classes of synthetic_motion: square_right"),
+    ({"data.classes": ("square_right", "nope")}, "data.classes", "('nope',): classes of synthetic_motion"),
+])
+def test_each_kind_of_mistake_names_its_field_and_what_is_allowed(overrides, field, says):
+  problems = _fields(validate.job_problems(_demo(**overrides)))
+  assert list(problems) == [field], problems
+  assert says in problems[field]
+
+
+def test_the_depth_comes_from_the_source_checkpoint_without_loading_it(tmp_path):
+  ours = tmp_path / "ours"
+  ours.mkdir()
+  (ours / "config.json").write_text(ModelConfig(width=32, depth=4, num_heads=2, mlp_dim=64).to_json())
+  factories.hf_config(depth=3).save_pretrained(tmp_path / "hf")
+  for source, depth in ((ours, 4), (tmp_path / "hf", 3)):
+    problems = _fields(validate.job_problems(_demo(**{"init.source": str(source), "prune.ratio": 0.0,
+                                                      "prune.remove": depth})))
+    assert list(problems) == ["prune.remove"] and f"1 … {depth - 1} of the {depth} blocks" in problems["prune.remove"]
+
+
+def test_a_sweep_checks_its_levels_and_criteria():
+  config = sweep_demo.get_config()
+  with config.unlocked():
+    config.sweep.criteria = ("entropy", "entorpy")
+    config.sweep.levels = (1, 12)
+    config.sweep.epochs = (1, 2)
+  problems = _fields(validate.sweep_problems(config))
+  assert sorted(problems) == ["sweep.criteria", "sweep.epochs", "sweep.levels"]
+  assert "('entorpy',)" in problems["sweep.criteria"] and "each 1 … 11" in problems["sweep.levels"]
+
+
+def _gardener(*args, env=None, timeout=60):
+  return subprocess.run([sys.executable, "-m", "gardener_jax", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+
+
+def test_three_mistakes_are_reported_at_once_with_status_2_and_nothing_written(tmp_path):
+  workdir = tmp_path / "job"
+  start = time.perf_counter()
+  done = _gardener("train", "--config", "configs/demo.py", "--workdir", str(workdir),
+                   "--config.prune.criterion=bogus", "--config.train.batch_size=0", "--config.init.source=/nope")
+  assert time.perf_counter() - start < 30
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "3 problems in the config, nothing was run" in done.stderr and "Traceback" not in done.stderr
+  for field in ("config.prune.criterion = 'bogus'", "config.train.batch_size = 0", "config.init.source = '/nope'"):
+    assert field in done.stderr
+  assert not workdir.exists()
+
+
+def test_a_batch_must_split_evenly_over_the_devices(tmp_path):
+  done = _gardener("sweep", "--config", "configs/sweep_demo.py", "--workdir", str(tmp_path / "sweep"),
+                   "--config.train.batch_size=6", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "config.train.batch_size = 6: a multiple of the 4 devices (1 processes)" in done.stderr
+  assert not (tmp_path / "sweep").exists()
+
+
+def test_one_command_for_every_job(tmp_path, capsys):
+  done = _gardener("pretrain", "--config", "configs/demo.py", "--workdir", str(tmp_path / "w"))
+  assert done.returncode == 1 and "use `gardener train`" in done.stderr and not (tmp_path / "w").exists()
+  factories.hf_classifier().save_pretrained(tmp_path / "hf")
+  assert gardener(["convert", str(tmp_path / "hf"), str(tmp_path / "flax")]) == 0
+  assert json.loads((tmp_path / "flax" / "config.json").read_text())["depth"] == 3
+  with pytest.raises(SystemExit):
+    gardener(["--help"])
+  listed = capsys.readouterr().out
+  assert all(f"\n    {verb} " in listed for verb in ("rank", "prune", "data", "train", "pretrain", "sweep", "convert",
+                                                        "compare-paper"))
