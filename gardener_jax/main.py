@@ -15,6 +15,7 @@ from gardener_jax import logs, pipeline, pretrain, validate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "job config (a configs/*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and reports")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "print the plan (stages, model, data, batches, outputs) and exit")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host: every "
                                  "process runs this same command; TPU pods and SLURM are detected)")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -34,6 +35,11 @@ def main(argv, verb: str | None = None):
     raise app.UsageError(f"`gardener {verb}` got a {'masked-pretraining' if kind == 'pretrain' else 'finetuning'} "
                          f"config: use `gardener {'pretrain' if kind == 'pretrain' else 'train'}`")
   validate.exit_on_problems(config, kind)
+  if _DRY_RUN.value:
+    from gardener_jax import plan
+
+    print(plan.pretraining(config, _WORKDIR.value) if kind == "pretrain" else plan.job(config, _WORKDIR.value))
+    return
   if kind == "pretrain":
     pretrain.run(config, _WORKDIR.value)
   else:

@@ -16,6 +16,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config (a confi
 _WORKDIR = flags.DEFINE_string("workdir", None, "the sweep directory: plan, runs/<name>/ and the tables")
 _RUN_INDEX = flags.DEFINE_integer("run_index", None, "run only this run of the plan (0-based; see plan.json)")
 _PREPARE = flags.DEFINE_bool("prepare", False, "only build the data and the initial checkpoint and write plan.json")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "print the run plan (and the reuses, once prepared) and exit")
 _COLLECT = flags.DEFINE_bool("collect", False, "only write the tables from the finished runs")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -28,6 +29,11 @@ def main(argv):
     raise app.UsageError("give at most one of --prepare, --run_index and --collect")
   config, workdir = _CONFIG.value, _WORKDIR.value
   validate.exit_on_problems(config, "sweep")
+  if _DRY_RUN.value:
+    from gardener_jax import plan
+
+    print(plan.sweep(config, workdir))
+    return
   if _RUN_INDEX.value is not None or _COLLECT.value:
     job = sweep.open_sweep(config, workdir)
   else:

@@ -113,7 +113,7 @@ def _check_data(c: _Checker, depth_hint=None) -> None:
       if not sources.prepared(data_dir, name, config) and not (manual and pathlib.Path(manual).expanduser().is_dir()):
         c.add("data.manual_dir", manual, f"{name} is not prepared in {data_dir}: an existing directory with the "
               "extracted videos and split lists, to build it from")
-    if known_classes := _dataset_classes(name, config, data_dir):
+    if known_classes := dataset_classes(name, config, data_dir):
       for field in ("data.classes", "pretrain.classes"):
         if unknown := [n for n in c.get(field, None) or () if n not in known_classes]:
           c.add(field, tuple(unknown), f"classes of {name}: {', '.join(known_classes)}")
@@ -130,7 +130,7 @@ def _check_data(c: _Checker, depth_hint=None) -> None:
           f"0 when data.val_split ({c.get('data.val_split')!r}) names the validation split: give one of the two")
 
 
-def _dataset_classes(name: str, config: str | None, data_dir: pathlib.Path) -> list[str] | None:
+def dataset_classes(name: str, config: str | None, data_dir: pathlib.Path) -> list[str] | None:
   """The class names of a dataset: from its prepared version (label.labels.txt), or for the synthetic set
   from its builder config; None when only building it will tell."""
   from gardener_jax.data import builders, sources

@@ -217,6 +217,9 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
   assert "| ratio % | block_influence (3 clips) | angular_distance (3 clips) | alpha |" in (
       tmp_path / "sweep" / "compare_paper.md").read_text()
 
+  reused = sum(bool(r["reused_from"]) for r in rows)
+  dry = subprocess.run(command + ["--dry_run"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+  assert f"{len(rows) - reused} trainings, {reused} runs reuse an equal one" in dry.stdout, dry.stdout + dry.stderr
   again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and "removing blocks" not in again.stderr  # every run is skipped
 

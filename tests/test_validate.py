@@ -128,3 +128,35 @@ def test_one_command_for_every_job(tmp_path, capsys):
   listed = capsys.readouterr().out
   assert all(f"\n    {verb} " in listed for verb in ("rank", "prune", "data", "train", "pretrain", "sweep", "convert",
                                                         "compare-paper"))
+
+
+def test_a_dry_run_shows_the_plan_and_writes_nothing(tmp_path):
+  """ViT-B from a source checkpoint that is only its config.json (no weights, no videos read)."""
+  source, manual = tmp_path / "videomae-base", tmp_path / "ucf101"
+  transformers_config = factories.hf_config(width=768, depth=12, num_heads=12, mlp_dim=3072, num_classes=400,
+                                            num_frames=16, image_size=224)
+  transformers_config.save_pretrained(source)
+  manual.mkdir()
+  done = _gardener("train", "--config", "configs/ucf101_vitb.py", "--workdir", str(tmp_path / "job"), "--dry_run",
+                   f"--config.init.source={source}", f"--config.data.manual_dir={manual}",
+                   f"--config.data.data_dir={tmp_path / 'data'}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  plan = done.stdout
+  assert "depth 12, width 768, 12 heads, MLP 3072, 16 × 224² clips (1568 tokens)" in plan
+  assert "180.3 GFLOPs per clip" in plan and "3 of 12 blocks by entropy (exact), data-free" in plan
+  assert "the pruned model: depth 9" in plan and "global batch 64 (64 per device)" in plan
+  assert "not prepared" in plan and "[to run] conversion" in plan
+  assert not (tmp_path / "job").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_dry_run_counts_the_demo_job_steps(tmp_path):
+  from gardener_jax import plan
+  from gardener_jax.data import builders
+
+  builders.build("synthetic_motion", tmp_path / "data", "tiny")
+  config = demo.get_config()
+  config.data.update(data_dir=str(tmp_path / "data"), config="tiny", classes=())
+  text = plan.job(config, tmp_path / "job")
+  # tiny: 16 training videos, 10 % held out for validation (2), batch 32 → one step per epoch, 16 epochs
+  assert "finetune: 16 epochs, 16 steps (14 videos)" in text and "data: synthetic_motion/tiny" in text
+  assert "train 16, test 8 videos" in text and not (tmp_path / "job").exists()

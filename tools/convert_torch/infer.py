@@ -50,7 +50,8 @@ def _from_shapes(tensors: LazyTensors, layout: str, source: str) -> dict[str, An
   )
 
 
-def _from_hf_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+def from_hf_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+  """ModelConfig fields that a HuggingFace config.json gives."""
   if hf.get("model_type", "videomae") != "videomae":
     raise ConversionError(f"{source}/config.json: model_type is {hf['model_type']!r}, expected 'videomae'")
   if hf.get("hidden_act", "gelu") != "gelu":
@@ -124,7 +125,7 @@ def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=Non
   overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
   sources: list[tuple[str, dict[str, Any]]] = [("weight shapes", _from_shapes(tensors, layout, source))]
   if hf_config is not None:
-    sources.append(("config.json", _from_hf_config(hf_config, source)))
+    sources.append(("config.json", from_hf_config(hf_config, source)))
   if train_args:
     sources.append(("pickled args", _from_train_args(train_args)))
   if gardener_config:
