@@ -47,33 +47,38 @@ def _model_line(model: ModelConfig) -> str:
           f"{prune.gflops(model):.4g} GFLOPs per clip")
 
 
-def _data_lines(config) -> list[str]:
+def _prepared_splits(config) -> tuple[pathlib.Path, dict[str, int]] | None:
+  """The current prepared version of the job's dataset and its split sizes (from dataset_info.json)."""
   from gardener_jax.data import sources
 
   data = config.data
-  data_dir = pathlib.Path(data.data_dir or "data")
-  name = f"{data.name}/{data.config or 'default'}"
-  found = sources.prepared(data_dir, data.name, data.config or None)
+  found = sources.prepared(pathlib.Path(data.data_dir or "data"), data.name, data.config or None)
   if not found:
-    return [f"data: {name}, not prepared in {data_dir}: built first"
-            + (f" from {data.manual_dir}" if data.manual_dir else "")]
+    return None
   info = json.loads((found[-1] / "dataset_info.json").read_text())
-  splits = ", ".join(f"{s['name']} {sum(int(n) for n in s.get('shardLengths', [0])):,}" for s in info["splits"])
+  return found[-1], {s["name"]: sum(int(n) for n in s.get("shardLengths", [0])) for s in info["splits"]}
+
+
+def _data_lines(config) -> list[str]:
+  data = config.data
+  name = f"{data.name}/{data.config or 'default'}"
+  if (prepared := _prepared_splits(config)) is None:
+    return [f"data: {name}, not prepared in {data.data_dir or 'data'}: built first"
+            + (f" from {data.manual_dir}" if data.manual_dir else "")]
+  version, sizes = prepared
+  splits = ", ".join(f"{split} {count:,}" for split, count in sizes.items())
   classes = f"{len(data.classes)} classes of the dataset" if data.classes else "every class"
-  return [f"data: {name} in {found[-1]}: {splits} videos; this job uses {classes}"]
+  return [f"data: {name} in {version}: {splits} videos; this job uses {classes}"]
 
 
 def _train_videos(config, classes) -> int | None:
   """Training videos after the validation hold-out, when the prepared split's size gives them (all classes)."""
-  from gardener_jax.data import sources
-
-  data, data_dir = config.data, pathlib.Path(config.data.data_dir or "data")
-  found = sources.prepared(data_dir, data.name, data.config or None)
-  if not found or (classes and set(classes) != set(validate.dataset_classes(data.name, data.config or None, data_dir)
-                                                   or ())):
+  data = config.data
+  prepared = _prepared_splits(config)
+  all_classes = validate.dataset_classes(data.name, data.config or None, pathlib.Path(data.data_dir or "data"))
+  if prepared is None or (classes and set(classes) != set(all_classes or ())):
     return None
-  info = json.loads((found[-1] / "dataset_info.json").read_text())
-  videos = next(sum(int(n) for n in s["shardLengths"]) for s in info["splits"] if s["name"] == data.train_split)
+  videos = prepared[1][data.train_split]
   held_out = max(1, round(data.val_fraction * videos)) if data.get("val_fraction") and not data.get("val_split") else 0
   return videos - held_out
 
@@ -163,7 +168,7 @@ def sweep(config, workdir) -> str:
 
   workdir = pathlib.Path(workdir)
   model, origin = source_model(config)
-  depth = model.depth if model else validate.source_depth(validate._Checker(config))
+  depth = model.depth if model else validate.source_depth(config)
   runs = sweep_lib.plan(config.sweep, depth)
   lines = [f"dry run of sweep {workdir}: nothing is read or written", f"initial model: {origin}",
            f"{len(runs)} runs: " + ", ".join(f"{sum(r.criterion == c for r in runs)} {c}"

@@ -185,11 +185,12 @@ def _check_model(c: _Checker) -> None:
     c.add("data.num_frames", c.get("data.num_frames"), f"a multiple of model.tubelet_size ({tubelet})")
 
 
-def source_depth(c: _Checker) -> int | None:
+def source_depth(config) -> int | None:
   """The depth of the model the job prunes, without loading weights: the model config for a model made
   here, a checkpoint's config.json (gardener_jax or HuggingFace), or the named variant; None if unknown."""
   from gardener_jax.models import VARIANTS
 
+  c = _Checker(config)
   source = c.get("init.source", "")
   if source in ("pretrain", "random_hf"):
     depth = c.get("model.depth", None)
@@ -304,7 +305,7 @@ def _problems(config, *checks: Callable[[_Checker], None]) -> list[Problem]:
 
 def job_problems(config) -> list[Problem]:
   """The prune-and-finetune job (`gardener train`)."""
-  return _problems(config, _check_init, lambda c: _check_prune(c, source_depth(c)))
+  return _problems(config, _check_init, lambda c: _check_prune(c, source_depth(c.config)))
 
 
 def pretrain_problems(config) -> list[Problem]:
@@ -314,7 +315,7 @@ def pretrain_problems(config) -> list[Problem]:
 
 def sweep_problems(config) -> list[Problem]:
   """A sweep: the job each run is, and the sweep section (its runs remove blocks by the sweep's levels)."""
-  return _problems(config, _check_init, lambda c: _check_sweep(c, source_depth(c)))
+  return _problems(config, _check_init, lambda c: _check_sweep(c, source_depth(c.config)))
 
 
 def exit_on_problems(config, kind: str) -> None:
