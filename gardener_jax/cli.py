@@ -5,6 +5,8 @@
       criteria that need data (block_influence, angular_distance) also take --calibration NAME
       --data_dir DIR [--data_config C] [--calibration_split train] [--calibration_clips 8] [--sampling_rate 4]
       [--seed S]: one clip of each of N videos drawn with the seed, sampled as for evaluation
+  gardener evaluate CKPT (--dataset NAME --data_dir DIR | --video FILE ... | --config C) [--split test]
+      [--num_clips N] [--num_crops M] [--sampling_rate R] [--framework flax|torch|both] [--json FILE]
   gardener data build NAME --data_dir DIR [--manual_dir M] [--config C]
   gardener data inspect NAME --data_dir DIR [--config C] [--sheet FILE.png]
   gardener train --config configs/demo.py --workdir DIR [--config.x=y ...]
@@ -23,6 +25,9 @@ import sys
 
 from gardener_jax import criteria, prune, report
 from gardener_jax.checkpoint import load_tree, read_config
+from gardener_jax.data.video_io import VideoError
+from gardener_jax.frameworks import FRAMEWORKS
+from tools.convert_torch.errors import ConversionError
 
 
 def _add_scoring_flags(parser):
@@ -94,6 +99,66 @@ def cmd_prune(args) -> int:
   return 0
 
 
+def _job_config(path: str):
+  """A job config file's `get_config()` (`file.py:arg` passes the argument), as absl's --config reads it."""
+  import importlib.util
+
+  path, _, argument = path.partition(":")
+  if not pathlib.Path(path).is_file():
+    raise FileNotFoundError(f"--config {path}: no such file")
+  spec = importlib.util.spec_from_file_location("job_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def _evaluation_settings(args) -> dict:
+  """The data and views of `gardener evaluate`: the flags, else the job config's `data`, else defaults."""
+  data = _job_config(args.config).data if args.config else {}
+  settings = dict(dataset=data.get("name"), data_dir=data.get("data_dir") or ("data" if data else None),
+                  data_config=data.get("config") or None, split=data.get("eval_split") or "test",
+                  sampling_rate=data.get("sampling_rate", 4), num_clips=data.get("num_clips", 1),
+                  num_crops=data.get("num_crops", 1), batch_size=data.get("eval_batch_size", 8))
+  settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+  return settings
+
+
+def cmd_evaluate(args) -> int:
+  from gardener_jax import files, frameworks
+  from gardener_jax.data import input_pipeline, sources
+
+  settings = _evaluation_settings(args)
+  if not args.video and not (settings["dataset"] and settings["data_dir"]):
+    raise ValueError("give --dataset NAME and --data_dir DIR (a dataset prepared with `gardener data build`), "
+                     "--config (a job config whose data section names them), or --video FILE")
+  chosen = list(frameworks.FRAMEWORKS) if args.framework == "both" else [args.framework]
+  classifiers = frameworks.load_classifiers(args.checkpoint, chosen, args.fold_layer_scale)
+  for warning in classifiers.warnings:
+    print(f"warning: {warning}", file=sys.stderr)
+  model = classifiers.config
+  spec = input_pipeline.ClipSpec(model.num_frames, settings["sampling_rate"], model.image_size, settings["num_clips"],
+                                 settings["num_crops"], augment=False)
+  views = dict(num_clips=spec.num_clips, num_crops=spec.num_crops, num_frames=spec.num_frames,
+               sampling_rate=spec.sampling_rate, image_size=spec.image_size)
+  if args.video:
+    result = frameworks.predict_videos(classifiers, args.video, spec)
+    text = frameworks.videos_markdown(result)
+  else:
+    where = f"{settings['data_dir']}/{settings['dataset']} split {settings['split']!r}"
+    source, info = sources.open_split(settings["data_dir"], settings["dataset"], settings["split"],
+                                      settings["data_config"])
+    source = frameworks.task_source(model, source, list(info.features["label"].names), where)
+    result = frameworks.evaluate_split(classifiers, source, spec, settings["batch_size"])
+    result.update(dataset=settings["dataset"], data_config=settings["data_config"], split=settings["split"])
+    text = f"{args.checkpoint} on {where}, {spec.num_clips} clips × {spec.num_crops} crops per video\n\n" + \
+        frameworks.split_markdown(result)
+  result.update(checkpoint=str(args.checkpoint), views=views, versions=frameworks.versions())
+  print(text)
+  if args.json:
+    files.write_json(args.json, result)
+  return 0
+
+
 def cmd_data_build(args) -> int:
   from gardener_jax.data import builders
 
@@ -143,6 +208,28 @@ def _add_data_commands(commands) -> None:
       parser.add_argument("--image_size", type=int, default=224)
 
 
+def _add_evaluate_command(commands) -> None:
+  evaluate = commands.add_parser("evaluate", help="evaluate a classifier checkpoint in Flax, PyTorch or both on "
+                                                  "the same views")
+  evaluate.add_argument("checkpoint", help="gardener_jax checkpoint directory (full or pruned)")
+  evaluate.add_argument("--config", help="a job config whose data section gives the dataset and the views")
+  evaluate.add_argument("--dataset", help="a prepared dataset (gardener data build), e.g. ucf101")
+  evaluate.add_argument("--data_dir", help="where prepared datasets live")
+  evaluate.add_argument("--data_config", help="the dataset's builder config, e.g. split_1")
+  evaluate.add_argument("--split", help="the split to evaluate (default: the config's eval_split, else test)")
+  evaluate.add_argument("--video", nargs="+", help="video files to classify instead of a dataset split")
+  evaluate.add_argument("--num_clips", type=int, help="clips per video, evenly spaced (default 1)")
+  evaluate.add_argument("--num_crops", type=int, choices=(1, 3), help="crops per clip (default 1)")
+  evaluate.add_argument("--sampling_rate", type=int, help="frames between a clip's frames (default 4)")
+  evaluate.add_argument("--batch_size", type=int, help="videos per batch (default 8)")
+  evaluate.add_argument("--framework", choices=(*FRAMEWORKS, "both"), default="flax",
+                        help="flax, torch (the HuggingFace export in transformers) or both (default flax)")
+  evaluate.add_argument("--fold_layer_scale", action="store_true",
+                        help="torch: multiply layer scale into attn.proj and mlp.fc2 (HuggingFace has none)")
+  evaluate.add_argument("--json", help="write the results as JSON")
+  evaluate.set_defaults(run=cmd_evaluate)
+
+
 JOB_VERBS = {  # commands whose flags are absl's (a config file and --config.x=y overrides) or the converter's
     "train": "score, prune, finetune and report, from a config (--config, --workdir, --config.x=y)",
     "pretrain": "masked video pretraining from a config (--config, --workdir, --config.x=y)",
@@ -170,6 +257,7 @@ def main(argv=None) -> int:
   prune_cmd.add_argument("--out", required=True, help="output checkpoint directory")
   prune_cmd.add_argument("--overwrite", action="store_true")
   prune_cmd.set_defaults(run=cmd_prune)
+  _add_evaluate_command(commands)
   _add_data_commands(commands)
   for verb, helptext in JOB_VERBS.items():
     commands.add_parser(verb, add_help=False, help=helptext)
@@ -193,7 +281,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     return args.run(args)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
+  except (ValueError, FileNotFoundError, FileExistsError, ConversionError, VideoError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 

@@ -17,8 +17,8 @@ from gardener_jax.files import atomic_path, write_json
 from gardener_jax.report import markdown_table
 from gardener_jax.sweep import BASELINE, GREEDY, ORACLE, RANKINGS_FILE, SINGLE, Pending, Sweep
 
-CSV_COLUMNS = ["run", "criterion", "k", "ratio", "seed", "removed_blocks", "war", "uar", "top1", "top5", "params",
-               "gflops", "epochs", "status", "reused_from", "error"]
+CSV_COLUMNS = ["run", "criterion", "k", "ratio", "seed", "framework", "removed_blocks", "war", "uar", "top1", "top5",
+               "params", "gflops", "epochs", "status", "reused_from", "error"]
 
 # The paper's UCF101 results, WAR % (SPEC §6): unpruned, single-block removal, and the table by ratio.
 PAPER_UNPRUNED = 91.78
@@ -50,6 +50,13 @@ def csv_rows(results: list[dict]) -> list[dict]:
   return rows
 
 
+def line_name(result: dict) -> str:
+  """The criterion, and the framework where it is not this one's: rows of a PyTorch run added to
+  sweep.csv (framework 'torch') make a line of their own beside ours."""
+  framework = result.get("framework") or "flax"
+  return result["criterion"] if framework == "flax" else f"{result['criterion']} ({framework})"
+
+
 def level_table(results: list[dict]) -> dict[str, dict[int, list[float]]]:
   """criterion line → k → the WARs at that level (several for random's seeds); the greedy oracle's
   value at k is its best candidate of step k, the single-removal runs are the k = 1 of no line."""
@@ -57,7 +64,7 @@ def level_table(results: list[dict]) -> dict[str, dict[int, list[float]]]:
   for r in results:
     if r.get("status") != "ok" or r["criterion"] in (BASELINE, SINGLE):
       continue
-    cell = table.setdefault(r["criterion"], {}).setdefault(r["k"], [])
+    cell = table.setdefault(line_name(r), {}).setdefault(r["k"], [])
     if r["criterion"] == GREEDY:
       cell[:] = [max(cell + [r["war"]])]
     else:
@@ -206,7 +213,7 @@ def read_csv(path) -> list[dict]:
     raise FileNotFoundError(f"{path} not found: run `gardener sweep` into that directory first")
   with path.open() as f:
     rows = list(csv.DictReader(f))
-  if rows and (missing := set(CSV_COLUMNS) - set(rows[0])):
+  if rows and (missing := set(CSV_COLUMNS) - {"framework"} - set(rows[0])):  # sweeps before it was recorded: flax
     raise ValueError(f"{path}: not a sweep.csv, columns {sorted(missing)} are missing")
   return rows
 
@@ -220,7 +227,7 @@ def compare_paper(directory) -> str:
   depth = json.loads((directory / "plan.json").read_text())["depth"]
   ours: dict[str, dict[float, list[float]]] = {}
   for r in ok:
-    ours.setdefault(r["criterion"], {}).setdefault(round(int(r["k"]) / depth, 3), []).append(float(r["war"]))
+    ours.setdefault(line_name(r), {}).setdefault(round(int(r["k"]) / depth, 3), []).append(float(r["war"]))
 
   def cell(column: str, ratio: float) -> str:
     values = {name: _cell(ours.get(name, {}).get(ratio)) for name in PAPER_COLUMNS[column]}
@@ -231,7 +238,7 @@ def compare_paper(directory) -> str:
   for k, paper in PAPER_TABLE.items():
     ratio = round(k / PAPER_DEPTH, 3)
     body.append([f"{100 * ratio:.1f}"] + [f"{cell(c, ratio)} / {paper[c]:.2f}" for c in PAPER_COLUMNS])
-  baseline = next((float(r["war"]) for r in ok if r["criterion"] == BASELINE), None)
+  baseline = next((float(r["war"]) for r in ok if line_name(r) == BASELINE), None)
   text = ["# This sweep next to the paper (UCF101, VideoMAE-B, WAR %)", "",
           f"Each cell: ours / paper. Ours: {depth} blocks, unpruned {'—' if baseline is None else f'{baseline:.2f}'}; "
           f"paper: 12 blocks, unpruned {PAPER_UNPRUNED}. Ratios the sweep lacks show —. The paper's variance and std "
@@ -246,11 +253,11 @@ def compare_paper(directory) -> str:
       data = (rankings.get(f"{name}/0") or {}).get("calibration")
       return f"{name} ({data['clips']} clips)" if data else name
     ratios = sorted({ratio for name in others for ratio in ours[name]})
-    text += ["", "## Criteria the paper did not compare (ours only; clips: calibration data)", "",
+    text += ["", "## Criteria the paper did not compare, and other frameworks' runs (clips: calibration data)", "",
              markdown_table(["ratio %", *map(header, others)],
                             [[f"{100 * ratio:.1f}"] + [_cell(ours[name].get(ratio)) for name in others]
                              for ratio in ratios])]
-  singles = {int(r["removed_blocks"]): float(r["war"]) for r in ok if r["criterion"] == SINGLE}
+  singles = {int(r["removed_blocks"]): float(r["war"]) for r in ok if line_name(r) == SINGLE}
   if singles:
     text += ["", "## Single-block removal, ours / paper", "",
              markdown_table([f"RB-{b}" for b in PAPER_SINGLE],

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from gardener_jax import calibration, criteria, files, pretrain, prune, report, train
+from gardener_jax import calibration, criteria, files, frameworks, pretrain, prune, report, train
 from gardener_jax.checkpoint import (CONFIG_FILE, PARAMS_DIR, cast_floats, count_params, load_tree, read_config,
                                      save_checkpoint)
 from gardener_jax.data import input_pipeline, sources
@@ -57,7 +57,8 @@ def convert_stage(config, workdir: pathlib.Path) -> pathlib.Path:
   return checkpoint
 
 
-def _training_model(model_config: ModelConfig, overrides) -> ModelConfig:
+def training_model(model_config: ModelConfig, overrides) -> ModelConfig:
+  """The model as the job trains it: drop path, dropout and remat from the config's `model` section."""
   return model_config.replace(**{k: overrides[k] for k in ("drop_path_rate", "dropout_rate",
                                                            "attention_dropout_rate", "remat") if k in overrides})
 
@@ -68,8 +69,8 @@ def finetune_stage(config, section, params, model_config: ModelConfig, classes, 
   splits = sources.from_config(config.data, classes, config.seed)
   if model_config.is_pretraining:
     params, model_config = classifier_from_pretraining(params, model_config, len(splits.names), config.seed)
-  params, model_config = replace_head(params, model_config, len(splits.names), config.seed)
-  model_config = _training_model(model_config, config.model)
+  params, model_config = replace_head(params, model_config, splits.names, config.seed)
+  model_config = training_model(model_config, config.model)
   logging.info("%s: %d train / %s val / %s test videos, %d classes, depth %d (blocks %s)", workdir.name,
                len(splits.train), len(splits.val) if splits.val is not None else "no",
                len(splits.test) if splits.test is not None else "no", len(splits.names), model_config.depth,
@@ -171,6 +172,7 @@ def run(config, workdir: str | os.PathLike, initial: pathlib.Path | None = None)
   source_summary = workdir / SOURCE_SUMMARY
   evaluated = {name: result[name] for name in ("val", "test") if result[name] is not None}
   summary = {
+      "framework": "flax", "versions": frameworks.versions(),
       "initial_checkpoint": str(initial), "finetuned_checkpoint": str(workdir / "final"),
       "saved_dtype": str(dtype), "original_depth": final.original_depth, "kept_blocks": list(final.kept_blocks),
       "removed_blocks": list(final.removed_blocks),

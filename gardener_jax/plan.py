@@ -134,7 +134,8 @@ def job(config, workdir) -> str:
   if model is not None:
     k, how = _removed(config, model.depth)
     stages.append((workdir / "pruned" / CONFIG_FILE, f"prune: {how}"))
-    pruned = model.replace(depth=model.depth - k, num_classes=len(config.data.classes) or model.num_classes)
+    pruned = model.replace(depth=model.depth - k, num_classes=len(config.data.classes) or model.num_classes,
+                           class_names=None)
     finetune = _training_line(config, devices, _train_videos(config, config.data.classes))
     stages.append((workdir / "report.json", f"finetune: {finetune}; the pruned model: {_model_line(pruned)}"))
   else:

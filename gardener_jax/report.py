@@ -179,7 +179,10 @@ def write_run_report(workdir, summary: dict, history: list[dict]) -> None:
   workdir = pathlib.Path(workdir)
   plot_curves(history, workdir / "curves.png")
   t = summary["throughput"]
-  lines = ["# Run report", "", f"- kept blocks: {summary['kept_blocks']} of {summary['original_depth']}",
+  versions = summary.get("versions") or {}
+  lines = ["# Run report", "", f"- framework: {summary.get('framework', 'flax')} "
+           f"({', '.join(f'{k} {v}' for k, v in versions.items())})",
+           f"- kept blocks: {summary['kept_blocks']} of {summary['original_depth']}",
            f"- removed blocks: {summary['removed_blocks'] or 'none'}",
            f"- parameters: {summary['params']:,}; GFLOPs per clip: {summary['gflops']:.4g}",
            f"- classes: {len(summary['classes'])}; steps: {summary['steps']}; saved as {summary['saved_dtype']}",

@@ -208,7 +208,7 @@ class Sweep:
       for path in ("final", "pruned/params", "finetune/checkpoints", "finetune/best"):
         shutil.rmtree(self.run_dir(run) / path, ignore_errors=True)
     return {**{k: summary["metrics"][k] for k in ("war", "uar", "top1", "top5")},
-            "params": summary["params"], "gflops": summary["gflops"]}
+            "params": summary["params"], "gflops": summary["gflops"], "framework": summary.get("framework", "flax")}
 
   def execute(self, run: Run) -> dict:
     """Runs `run` unless it finished before; returns its result (also written to its result.json)."""
@@ -223,6 +223,7 @@ class Sweep:
                     epochs=int(self.config.sweep.epochs[run.k]))
       if same := self._finished_training(key):
         record.update({m: same[m] for m in ("war", "uar", "top1", "top5", "params", "gflops")},
+                      framework=same.get("framework", "flax"),
                       reused_from=same["name"])
       else:
         logging.info("run %s: removing blocks %s", run.name, sorted(order) or "none")

@@ -162,6 +162,16 @@ def test_tables_correlations_and_the_paper_comparison(checkpoint, tmp_path):
   assert "| 25.0 | " in text and f"{entropy_k1:.2f} / 85.54" in text  # 1 of 4 blocks ↔ the paper's 3 of 12
   assert "| paper (from SPEC §2 and §6) | 0.755 | 0.667 |" in text
 
+  # A PyTorch run's rows added to sweep.csv make a line of their own beside ours.
+  torch_rows = [{**r, "run": f"torch_{r['run']}", "framework": "torch", "war": "12.5"} for r in rows
+                if r["criterion"] in ("entropy", "unpruned")]
+  with (tmp_path / "sweep.csv").open("a", newline="") as f:
+    csv.DictWriter(f, compare.CSV_COLUMNS).writerows(torch_rows)
+  text = compare.compare_paper(tmp_path)
+  assert "| ratio % | unpruned (torch) | entropy (torch) |" in text
+  assert "| 0.0 | 12.50 | — |" in text and "| 25.0 | — | 12.50 |" in text
+  assert f"{entropy_k1:.2f} / 85.54" in text and "unpruned 90.00" in text  # ours stay ours
+
 
 def test_rank_correlations_match_scipy_and_the_spec():
   entropy = compare.PAPER_ENTROPY
@@ -201,6 +211,7 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
                                       "block_influence_k1", "block_influence_k2", "angular_distance_k1",
                                       "angular_distance_k2", "alpha_k1", "alpha_k2", "oracle_k1", "oracle_k2"]
   assert all(r["status"] == "ok" for r in rows) and all(0 <= float(r["war"]) <= 100 for r in rows)
+  assert {r["framework"] for r in rows} == {"flax"}
   k2 = next(r for r in rows if r["run"] == "entropy_k2")
   assert len(k2["removed_blocks"].split()) == 2 and float(k2["gflops"]) < float(rows[0]["gflops"])
   assert int(k2["params"]) < int(next(r for r in rows if r["run"] == "entropy_k1")["params"]) < int(rows[0]["params"])

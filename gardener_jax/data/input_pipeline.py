@@ -73,10 +73,18 @@ def eval_views(example: dict, index: int, spec: ClipSpec) -> dict:
   except video_io.VideoError as e:
     logging.warning("eval video %r cannot be decoded; it is counted as skipped: %s", example["video_id"], e)
     return {"clips": np.zeros(spec.eval_views_shape, np.float32), **head, "valid": np.False_}
-  position = {frame: i for i, frame in enumerate(np.unique(clips))}
-  views = [crop for clip in clips for crop in _short_side_crops(decoded[[position[f] for f in clip]], spec.image_size,
-                                                                 spec.num_crops)]
-  return {"clips": sampling.normalize(np.stack(views)), **head, "valid": np.True_}
+  return {"clips": _views(decoded, np.searchsorted(np.unique(clips), clips), spec), **head, "valid": np.True_}
+
+
+def video_views(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+  """The eval views of a decoded video, (T, H, W, 3) uint8 frames: (views, num_frames, S, S, 3)."""
+  return _views(frames, sampling.eval_indices(len(frames), spec.num_frames, spec.sampling_rate, spec.num_clips), spec)
+
+
+def _views(frames: np.ndarray, clips: np.ndarray, spec: ClipSpec) -> np.ndarray:
+  """Each clip (a row of indices into `frames`) in each of its crops, normalised."""
+  return sampling.normalize(np.stack([crop for clip in clips
+                                      for crop in _short_side_crops(frames[clip], spec.image_size, spec.num_crops)]))
 
 
 class SkipCorrupt:

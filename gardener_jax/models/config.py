@@ -56,6 +56,7 @@ class ModelConfig:
   num_heads: int
   mlp_dim: int
   num_classes: int = 0  # 0: no head, the model returns the pooled features.
+  class_names: tuple[str, ...] | None = None  # what each output means, when the task that trained the head is known
   num_frames: int = 16
   image_size: int = 224
   patch_size: int = 16
@@ -82,7 +83,11 @@ class ModelConfig:
     if self.kept_blocks is None:
       object.__setattr__(self, "kept_blocks", unpruned)
     object.__setattr__(self, "kept_blocks", tuple(int(b) for b in self.kept_blocks))
+    if self.class_names is not None:
+      object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
     problems = []
+    if self.class_names is not None and len(self.class_names) != self.num_classes:
+      problems.append(f"class_names has {len(self.class_names)} entries, num_classes is {self.num_classes}")
     if self.original_depth is None:
       if self.kept_blocks == unpruned:
         object.__setattr__(self, "original_depth", self.depth)
@@ -140,6 +145,8 @@ class ModelConfig:
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     d["kept_blocks"] = list(self.kept_blocks)
+    if self.class_names is not None:
+      d["class_names"] = list(self.class_names)
     return d
 
   @classmethod

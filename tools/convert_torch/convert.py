@@ -74,14 +74,9 @@ def export(checkpoint, out, layout: str, *, fold_layer_scale: bool = False, over
   Returns warnings about what the target format cannot represent exactly.
   """
   config = read_config(checkpoint)
-  tree = load_tree(checkpoint)
-  params, warnings = tree["params"], []
-  if config.layer_scale and layout == HF:
-    if not fold_layer_scale:
-      raise ConversionError(f"{checkpoint}: has layer scale (gamma_1, gamma_2), which the HuggingFace VideoMAE "
-                            "lacks; pass --fold_layer_scale to multiply it into attn.proj and mlp.fc2")
-    params, config = fold_layer_scale_into_linears(params, config)
-    warnings.append("layer scale folded into attn.proj and mlp.fc2: those values are no longer bit-identical")
+  params, warnings = load_tree(checkpoint)["params"], []
+  if layout == HF:
+    params, config, warnings = _without_layer_scale(params, config, checkpoint, fold_layer_scale)
   tensors = flax_to_torch(params, layout, config)
   if config.is_pretraining and layout == ORIGINAL:  # the release's pretraining files prefix the encoder
     tensors = {k if k.startswith(("decoder.", "encoder_to_decoder.", "mask_token")) else f"encoder.{k}": v
@@ -94,9 +89,49 @@ def export(checkpoint, out, layout: str, *, fold_layer_scale: bool = False, over
       from safetensors.numpy import save_file
       save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
       (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+      (tmp / "preprocessor_config.json").write_text(json.dumps(hf_preprocessor_config(config), indent=2) + "\n")
   else:
     _save_torch(tensors, pathlib.Path(out), config, overwrite)
   return warnings
+
+
+def _without_layer_scale(params, config: ModelConfig, name, fold_layer_scale: bool):
+  """(params, config, warnings) that a HuggingFace VideoMAE, which has no layer scale, can hold."""
+  if not config.layer_scale:
+    return params, config, []
+  if not fold_layer_scale:
+    raise ConversionError(f"{name}: has layer scale (gamma_1, gamma_2), which the HuggingFace VideoMAE "
+                          "lacks; pass --fold_layer_scale to multiply it into attn.proj and mlp.fc2")
+  params, config = fold_layer_scale_into_linears(params, config)
+  return params, config, ["layer scale folded into attn.proj and mlp.fc2: those values are no longer bit-identical"]
+
+
+def torch_model(params, config: ModelConfig, *, name="the checkpoint", fold_layer_scale: bool = False):
+  """(the transformers VideoMAE that `--to-hf` would write, built in memory with float32 weights; warnings)."""
+  import transformers
+
+  params, config, warnings = _without_layer_scale(params, config, name, fold_layer_scale)
+  hf_config, hf_warnings = to_hf_config(config)
+  model_class = getattr(transformers, hf_config["architectures"][0])
+  model = model_class(transformers.VideoMAEConfig.from_dict(hf_config))
+  # The file format's q_bias / v_bias are the modules' query.bias / value.bias (from_pretrained renames them).
+  renamed = {".q_bias": ".query.bias", ".v_bias": ".value.bias"}
+  state = {next((k.replace(old, new) for old, new in renamed.items() if k.endswith(old)), k): _to_torch(v).float()
+           for k, v in flax_to_torch(params, HF, config).items()}
+  model.load_state_dict(state, strict=True)
+  return model.eval(), warnings + hf_warnings
+
+
+def hf_preprocessor_config(config: ModelConfig) -> dict[str, Any]:
+  """How transformers' VideoMAE image processor prepares frames as this model was trained and is
+  evaluated: the short side resized to the model's size (bilinear), a centre crop, ImageNet mean and std."""
+  from gardener_jax.data.sampling import IMAGENET_MEAN, IMAGENET_STD
+
+  side = config.image_size
+  return {"image_processor_type": "VideoMAEImageProcessor", "do_resize": True, "size": {"shortest_edge": side},
+          "resample": 2, "do_center_crop": True, "crop_size": {"height": side, "width": side}, "do_rescale": True,
+          "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [round(float(v), 6) for v in IMAGENET_MEAN],
+          "image_std": [round(float(v), 6) for v in IMAGENET_STD]}
 
 
 def fold_layer_scale_into_linears(params, config: ModelConfig):
@@ -120,6 +155,9 @@ def to_hf_config(config: ModelConfig) -> tuple[dict[str, Any], list[str]]:
   if not config.use_mean_pooling and config.head_norm_eps != config.norm_eps:
     warnings.append(f"HuggingFace uses one eps ({config.norm_eps}) for the blocks and the final norm; "
                     f"this model's final norm uses {config.head_norm_eps}")
+  names = config.class_names or [f"LABEL_{i}" for i in range(config.num_classes)]
+  if len(set(names)) != len(names):
+    raise ConversionError(f"class names {list(names)} repeat a name; HuggingFace's label2id needs distinct names")
   if config.is_pretraining:
     architecture = "VideoMAEForPreTraining"
   elif config.num_classes or config.use_mean_pooling:
@@ -134,8 +172,7 @@ def to_hf_config(config: ModelConfig) -> tuple[dict[str, Any], list[str]]:
       "image_size": config.image_size, "patch_size": config.patch_size, "num_channels": config.in_channels,
       "num_frames": config.num_frames, "tubelet_size": config.tubelet_size, "qv_bias": True, "qkv_bias": True,
       "use_mean_pooling": config.use_mean_pooling,
-      "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_classes)},
-      "label2id": {f"LABEL_{i}": i for i in range(config.num_classes)},
+      "id2label": dict(enumerate(names)), "label2id": {name: i for i, name in enumerate(names)},
       "gardener_kept_blocks": list(config.kept_blocks), "gardener_original_depth": config.original_depth,
   }
   if d := config.decoder:
@@ -147,17 +184,21 @@ def to_hf_config(config: ModelConfig) -> tuple[dict[str, Any], list[str]]:
   return hf, warnings
 
 
-def _save_torch(tensors: dict[str, np.ndarray], out: pathlib.Path, config: ModelConfig, overwrite: bool):
+def _to_torch(a: np.ndarray):
   import ml_dtypes
   import torch
 
-  def to_torch(a):
-    if a.dtype == ml_dtypes.bfloat16:
-      return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
+  a = np.ascontiguousarray(a)
+  if a.dtype == ml_dtypes.bfloat16:
+    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+  return torch.from_numpy(a)
+
+
+def _save_torch(tensors: dict[str, np.ndarray], out: pathlib.Path, config: ModelConfig, overwrite: bool):
+  import torch
 
   with atomic_path(out, overwrite) as tmp:
-    torch.save({"model": {k: to_torch(v) for k, v in tensors.items()}, "gardener_config": config.to_dict()}, tmp)
+    torch.save({"model": {k: _to_torch(v) for k, v in tensors.items()}, "gardener_config": config.to_dict()}, tmp)
 
 
 def _report_markdown(report: dict[str, Any]) -> str:

@@ -62,6 +62,10 @@ def from_hf_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
                use_mean_pooling="use_mean_pooling", norm_eps="layer_norm_eps")
   facts = {field: hf[key] for field, key in names.items() if key in hf}
   facts.update(_lineage({k.removeprefix("gardener_"): v for k, v in hf.items() if k.startswith("gardener_")}))
+  labels = {int(i): str(name) for i, name in (hf.get("id2label") or {}).items()}
+  names = tuple(labels.get(i) for i in range(len(labels)))
+  if names and names != tuple(f"LABEL_{i}" for i in range(len(names))):  # transformers' placeholders name nothing
+    facts["class_names"] = names
   for field in ("image_size", "patch_size"):
     if isinstance(facts.get(field), (list, tuple)):
       if len(set(facts[field])) != 1:
@@ -81,7 +85,7 @@ def _lineage(facts: dict[str, Any]) -> dict[str, Any]:
 
 
 _STORED_FIELDS = ("num_heads", "num_frames", "image_size", "patch_size", "tubelet_size", "norm_eps", "head_norm_eps",
-                  "layer_scale", "use_mean_pooling")
+                  "layer_scale", "use_mean_pooling", "class_names")
 
 
 def _from_gardener_config(stored: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +140,8 @@ def infer_config(tensors, layout, *, source: str, hf_config=None, train_args=Non
     sources.append((f"--variant {variant}", {k: v for k, v in VARIANTS[variant].items() if k != "depth"}))
   sources.append(("flags", {k: v for k, v in overrides.items() if not k.startswith("decoder_")}))
   resolved, provenance = _resolve(sources, source)
+  if len(resolved.get("class_names") or ()) != resolved["num_classes"]:  # labels that do not describe this head
+    resolved.pop("class_names", None), provenance.pop("class_names", None)
 
   # Fields the layout fixes, then the input size a named variant implies (SPEC §1: 16 × 224²).
   if layout == ORIGINAL:

@@ -1,0 +1,94 @@
+"""How far a sweep's numbers can be trusted: cell intervals over training seeds and eval videos, paired
+tests against random, and bootstrap intervals on rank correlations.
+
+WAR is a share of the eval videos, in %. A cell's value varies with the training seed (sampled here)
+and with the eval set (fixed here, one draw of the videos the task could have held). Its 95 % interval
+therefore adds both variances: mean ± q · sqrt(s² / n + p̄ (1 − p̄) / N), for n runs with standard
+deviation s, mean share p̄ and N eval videos, q the t quantile with n − 1 degrees of freedom (the
+normal one for a single run, which leaves the binomial interval of that run).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+
+
+def _quantile(n: int) -> float:
+  return float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) if n > 1 else float(stats.norm.ppf(0.5 + LEVEL / 2))
+
+
+def cell(values: Sequence[float], videos: int | None) -> dict | None:
+  """mean, std (ddof 1; 0 for one run), n and the 95 % interval [low, high] of WARs (%) on `videos` eval videos."""
+  values = np.asarray(values, np.float64)
+  if not len(values):
+    return None
+  n, mean = len(values), float(values.mean())
+  std = float(values.std(ddof=1)) if n > 1 else 0.0
+  share = mean / 100
+  eval_variance = share * (1 - share) / videos if videos else 0.0
+  half = 100 * _quantile(n) * math.sqrt((std / 100) ** 2 / n + eval_variance)
+  return {"mean": mean, "std": std, "n": n, "low": max(0.0, mean - half), "high": min(100.0, mean + half)}
+
+
+def format_cell(summary: dict | None, interval: bool = True) -> str:
+  """'52.50 ± 1.25 (3) [49.1, 55.9]'; '—' for no runs."""
+  if summary is None:
+    return "—"
+  text = f"{summary['mean']:.2f} ± {summary['std']:.2f} ({summary['n']})"
+  return text + (f" [{summary['low']:.1f}, {summary['high']:.1f}]" if interval else "")
+
+
+def paired_against_random(wars: Mapping[int, float], random_wars: Mapping[int, Sequence[float]]) -> dict | None:
+  """A criterion against random at one level, paired by training seed: per seed, the criterion's WAR minus
+  the mean WAR of random's draws trained with that seed. Two-sided one-sample t-test of those differences
+  (scipy), with their mean and 95 % interval; p None where the test is undefined (one seed, or no spread)."""
+  seeds = sorted(set(wars) & set(random_wars))
+  if not seeds:
+    return None
+  differences = np.asarray([wars[t] - np.mean(random_wars[t]) for t in seeds], np.float64)
+  n, mean = len(differences), float(differences.mean())
+  out = {"seeds": seeds, "n": n, "mean_difference": mean, "p": None, "low": None, "high": None}
+  if n > 1 and np.ptp(differences) > 0:
+    test = stats.ttest_1samp(differences, 0.0)
+    half = _quantile(n) * float(differences.std(ddof=1)) / math.sqrt(n)
+    out.update(p=float(test.pvalue), low=mean - half, high=mean + half)
+  return out
+
+
+def _finite(value) -> float:
+  return float(value) if value is not None and math.isfinite(value) else math.nan
+
+
+def bootstrap_correlations(importance: Sequence[float], drops: np.ndarray, samples: int = 1000,
+                           seed: int = 0) -> dict:
+  """95 % percentile intervals of Spearman ρ and Kendall τ between block importance and the accuracy drop
+  averaged over seeds, resampling both the blocks and the training seeds with replacement.
+
+  `drops`: (blocks, seeds). Resamples whose correlation is undefined (a constant input) are left out;
+  `used` says how many remained."""
+  importance, drops = np.asarray(importance, np.float64), np.asarray(drops, np.float64)
+  blocks, seeds = drops.shape
+  rng = np.random.default_rng(seed)
+  rho, tau = [], []
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", stats.ConstantInputWarning)
+    for _ in range(samples):
+      b = rng.integers(0, blocks, blocks)
+      drop = drops[b][:, rng.integers(0, seeds, seeds)].mean(axis=1)
+      rho.append(_finite(stats.spearmanr(importance[b], drop).statistic))
+      tau.append(_finite(stats.kendalltau(importance[b], drop).statistic))
+
+  def interval(values):
+    values = np.asarray(values)[np.isfinite(values)]
+    if not len(values):
+      return None
+    return [float(np.percentile(values, 100 * (1 - LEVEL) / 2)), float(np.percentile(values, 100 * (1 + LEVEL) / 2))]
+  return {"spearman_interval": interval(rho), "kendall_interval": interval(tau), "samples": samples,
+          "used": int(np.isfinite(rho).sum()), "resampled": "blocks and training seeds"}
