@@ -25,5 +25,6 @@ def get_config() -> ml_collections.ConfigDict:
       criteria=("oracle", "entropy", "random", "l1", "l2", "variance", "std", "kurtosis", "mutual_information",
                 "mean", "value_entropy"),  # the paper's; add SPEC §10's (alpha, block_influence, ...) to compare more
       levels=(1, 3, 5, 7, 9, 11), random_seeds=(0, 1, 2), baseline=True, greedy=False, keep_checkpoints=False,
+      seeds=(0,),  # training seeds: each one more trains every run again; (0, 1, 2) gives the tables intervals
       epochs=epochs_by_removed()))
   return config

@@ -170,7 +170,7 @@ def sweep(config, workdir) -> str:
   workdir = pathlib.Path(workdir)
   model, origin = source_model(config)
   depth = model.depth if model else validate.source_depth(config)
-  runs = sweep_lib.plan(config.sweep, depth)
+  runs = sweep_lib.plan(config.sweep, depth, sweep_lib.training_seeds(config))
   lines = [f"dry run of sweep {workdir}: nothing is read or written", f"initial model: {origin}",
            f"{len(runs)} runs: " + ", ".join(f"{sum(r.criterion == c for r in runs)} {c}"
                                                for c in dict.fromkeys(r.criterion for r in runs))]
@@ -180,7 +180,7 @@ def sweep(config, workdir) -> str:
     keys = {}
     for run in prepared.runs:
       try:
-        keys.setdefault(json.dumps(prepared._training_key(prepared.removal_order(run), run.k)), []).append(run.name)
+        keys.setdefault(json.dumps(prepared.training_key(run, prepared.removal_order(run))), []).append(run.name)
       except sweep_lib.Pending:
         keys.setdefault(run.name, []).append(run.name)  # the oracle's sets: known once the single runs finish
     finished = sum(prepared.result(r) is not None and prepared.result(r).get("status") == "ok" for r in prepared.runs)

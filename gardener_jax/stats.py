@@ -4,8 +4,10 @@ tests against random, and bootstrap intervals on rank correlations.
 WAR is a share of the eval videos, in %. A cell's value varies with the training seed (sampled here)
 and with the eval set (fixed here, one draw of the videos the task could have held). Its 95 % interval
 therefore adds both variances: mean ± q · sqrt(s² / n + p̄ (1 − p̄) / N), for n runs with standard
-deviation s, mean share p̄ and N eval videos, q the t quantile with n − 1 degrees of freedom (the
-normal one for a single run, which leaves the binomial interval of that run).
+deviation s, mean share p̄ and N eval videos. The seeds' part is estimated (n − 1 degrees of freedom),
+the binomial part known, so q is the t quantile at the Welch–Satterthwaite degrees of freedom of the
+sum: near n − 1 when the seeds dominate, near the normal quantile when the eval set does (and for a
+single run, which leaves the binomial interval of that run).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from scipy import stats
 LEVEL = 0.95
 
 
-def _quantile(n: int) -> float:
-  return float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) if n > 1 else float(stats.norm.ppf(0.5 + LEVEL / 2))
+def _quantile(degrees_of_freedom: float) -> float:
+  """The two-sided 95 % quantile of Student's t (the normal one for infinite degrees of freedom)."""
+  if math.isinf(degrees_of_freedom):
+    return float(stats.norm.ppf(0.5 + LEVEL / 2))
+  return float(stats.t.ppf(0.5 + LEVEL / 2, degrees_of_freedom))
 
 
 def cell(values: Sequence[float], videos: int | None) -> dict | None:
@@ -32,8 +37,12 @@ def cell(values: Sequence[float], videos: int | None) -> dict | None:
   n, mean = len(values), float(values.mean())
   std = float(values.std(ddof=1)) if n > 1 else 0.0
   share = mean / 100
-  eval_variance = share * (1 - share) / videos if videos else 0.0
-  half = 100 * _quantile(n) * math.sqrt((std / 100) ** 2 / n + eval_variance)
+  seed_variance, eval_variance = (std / 100) ** 2 / n, share * (1 - share) / videos if videos else 0.0
+  if n > 1 and seed_variance > 0:
+    degrees_of_freedom = (seed_variance + eval_variance) ** 2 / (seed_variance ** 2 / (n - 1))
+  else:
+    degrees_of_freedom = math.inf if n == 1 or eval_variance else n - 1
+  half = 100 * _quantile(degrees_of_freedom) * math.sqrt(seed_variance + eval_variance)
   return {"mean": mean, "std": std, "n": n, "low": max(0.0, mean - half), "high": min(100.0, mean + half)}
 
 
@@ -57,7 +66,7 @@ def paired_against_random(wars: Mapping[int, float], random_wars: Mapping[int, S
   out = {"seeds": seeds, "n": n, "mean_difference": mean, "p": None, "low": None, "high": None}
   if n > 1 and np.ptp(differences) > 0:
     test = stats.ttest_1samp(differences, 0.0)
-    half = _quantile(n) * float(differences.std(ddof=1)) / math.sqrt(n)
+    half = _quantile(n - 1) * float(differences.std(ddof=1)) / math.sqrt(n)
     out.update(p=float(test.pvalue), low=mean - half, high=mean + half)
   return out
 

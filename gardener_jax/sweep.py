@@ -8,13 +8,18 @@ runs that ended "ok" and retries the rest; a failed run is recorded and the swee
 The plan, in order:
   unpruned                  the initial model finetuned with nothing removed (the accuracy-drop baseline)
   single_b<l>               block l removed alone, l = 1 … L: the oracle's sensitivity (k = 1 schedule)
-  <criterion>_k<k>[_s<s>]   every criterion at every level; random once per seed
+  <criterion>_k<k>[_s<s>]   every criterion at every level; random once per draw (its own seeds)
   oracle_k<k>               the k blocks whose single removal hurt least, all at once (SPEC §4)
   greedy_k<k>_c<c>          optional greedy oracle: step k adds the c-th still-kept block to the
                             best removed set of step k − 1 (step 1 is the best single removal)
 
-Runs that remove the same blocks with the same schedule train identical models: a run whose training
-matches a finished one copies its result ("reused_from") instead of training again.
+With several training seeds (`sweep.seeds`) every run is trained once per seed, named with `_t<seed>`
+right after it; the seed sets the head's init, the data order, dropout and drop path. Random's draws
+are crossed with the training seeds (every draw trained with every seed). The oracle and the greedy
+oracle choose by the single removals' (and candidates') mean WAR over the seeds.
+
+Runs that remove the same blocks with the same schedule and training seed train identical models: a
+run whose training matches a finished one copies its result ("reused_from") instead of training again.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import pathlib
 import shutil
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 from absl import logging
 
 from gardener_jax import criteria, pipeline
@@ -45,15 +51,23 @@ class Run:
   name: str
   criterion: str  # a registered criterion, BASELINE, SINGLE or GREEDY
   k: int  # blocks removed
-  seed: int = 0  # the random criterion's permutation seed
+  draw: int = 0  # the random criterion's permutation seed
   block: int = 0  # SINGLE: the block removed; GREEDY: the candidate's position among the kept blocks
+  seed: int = 0  # the training seed
 
 
 class Pending(RuntimeError):
   """A run's removed set depends on runs that have not finished."""
 
 
-def plan(sweep, depth: int) -> list[Run]:
+def training_seeds(config) -> list[int]:
+  """`sweep.seeds`, or the config's one seed."""
+  return [int(s) for s in config.sweep.get("seeds") or (config.seed,)]
+
+
+def plan(sweep, depth: int, seeds: Sequence[int] = (0,)) -> list[Run]:
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"sweep.seeds {list(seeds)}: give one or more distinct training seeds")
   levels = [int(k) for k in sweep.levels]
   if bad := [k for k in levels if not 1 <= k <= depth - 1]:
     raise ValueError(f"sweep.levels {bad}: a level removes 1 to {depth - 1} of the {depth} blocks")
@@ -66,14 +80,16 @@ def plan(sweep, depth: int) -> list[Run]:
     runs += [Run(f"single_b{b}", SINGLE, 1, block=b) for b in range(1, depth + 1)]
   for name in sweep.criteria:
     if name != ORACLE:
-      seeds = list(sweep.random_seeds) if name == "random" else [0]
-      runs += [Run(f"{name}_k{k}" + (f"_s{s}" if name == "random" else ""), name, k, s) for k in levels for s in seeds]
+      draws = list(sweep.random_seeds) if name == "random" else [0]
+      runs += [Run(f"{name}_k{k}" + (f"_s{s}" if name == "random" else ""), name, k, s) for k in levels for s in draws]
   if ORACLE in sweep.criteria:
     runs += [Run(f"oracle_k{k}", ORACLE, k) for k in levels]
   if sweep.greedy:
     runs += [Run(f"greedy_k{k}_c{c}", GREEDY, k, block=c)
              for k in range(2, max(levels) + 1) for c in range(depth - k + 1)]
-  return runs
+  suffix = len(seeds) > 1
+  return [dataclasses.replace(run, name=f"{run.name}_t{t}" if suffix else run.name, seed=int(t))
+          for run in runs for t in seeds]
 
 
 TrainFn = Callable[..., dict]  # (config, workdir, initial=checkpoint) → pipeline.run's summary
@@ -86,7 +102,8 @@ class Sweep:
     self.config, self.dir, self.initial, self.train_fn = config, pathlib.Path(workdir), pathlib.Path(initial), train_fn
     self.model_config = read_config(initial)
     self.depth = self.model_config.depth
-    self.runs = plan(config.sweep, self.depth)
+    self.seeds = training_seeds(config)
+    self.runs = plan(config.sweep, self.depth, self.seeds)
     self._params = None
     self._rankings: dict = {}
 
@@ -140,19 +157,29 @@ class Sweep:
                                                    self.config.prune.discretize, seed, oracle, clips)
     return self._rankings[name, seed]
 
-  def single_accuracy(self) -> dict[int, float]:
-    """WAR after removing each block alone; Pending until every single-block run has finished."""
+  def single_accuracies(self) -> dict[int, dict[int, float]]:
+    """block → training seed → WAR after removing the block alone; Pending until every single-block run
+    has finished."""
     singles = [r for r in self.runs if r.criterion == SINGLE]
     if not singles:
       raise Pending("this sweep has no single-block runs: add 'oracle' to sweep.criteria")
-    results = {r.block: self.result(r) for r in singles}
-    if missing := [f"single_b{b}" for b, res in results.items() if not _ok(res)]:
+    results = [(r, self.result(r)) for r in singles]
+    if missing := [r.name for r, res in results if not _ok(res)]:
       raise Pending(f"the oracle needs every single-block run; not finished: {', '.join(missing)}")
-    return {b: res["war"] for b, res in results.items()}
+    accuracies: dict[int, dict[int, float]] = {}
+    for run, res in results:
+      accuracies.setdefault(run.block, {})[run.seed] = res["war"]
+    return accuracies
+
+  def single_accuracy(self) -> dict[int, float]:
+    """WAR after removing each block alone, the mean over the training seeds."""
+    return {b: float(np.mean(list(by_seed.values()))) for b, by_seed in self.single_accuracies().items()}
 
   def oracle_file(self) -> pathlib.Path:
     path = self.dir / "oracle.json"
-    write_json(path, {"metric": "war", "accuracy": {str(b): a for b, a in self.single_accuracy().items()}})
+    write_json(path, {"metric": "war", "accuracy": {str(b): a for b, a in self.single_accuracy().items()},
+                      "per_seed": {str(b): {str(t): a for t, a in by_seed.items()}
+                                   for b, by_seed in self.single_accuracies().items()}})
     return path
 
   def greedy_path(self, k: int) -> tuple[int, ...]:
@@ -164,9 +191,13 @@ class Sweep:
     results = [self.result(r) for r in candidates]
     if missing := [r.name for r, res in zip(candidates, results) if not _ok(res)]:
       raise Pending(f"greedy step {k + 1} needs every step-{k} candidate; not finished: {', '.join(missing)}")
-    added = [res["removal_order"][-1] for res in results]  # a candidate removes step k − 1's set, then one block
-    best = criteria.removal_order([res["war"] for res in results], criteria.HIGHEST, added)[0]
-    return tuple(results[added.index(best)]["removal_order"])
+    by_added: dict[int, list] = {}  # a candidate removes step k − 1's set, then one block; one run per seed
+    for res in results:
+      by_added.setdefault(res["removal_order"][-1], []).append(res)
+    added = list(by_added)
+    mean_war = [float(np.mean([res["war"] for res in by_added[b]])) for b in added]
+    best = criteria.removal_order(mean_war, criteria.HIGHEST, added)[0]
+    return tuple(by_added[best][0]["removal_order"])
 
   def removal_order(self, run: Run) -> tuple[int, ...]:
     if run.criterion == BASELINE:
@@ -176,7 +207,7 @@ class Sweep:
     if run.criterion == GREEDY:
       path = self.greedy_path(run.k - 1)
       return path + ([b for b in self.model_config.kept_blocks if b not in path][run.block],)
-    return tuple(self.ranking(run.criterion, run.seed).blocks_to_remove(run.k))
+    return tuple(self.ranking(run.criterion, run.draw).blocks_to_remove(run.k))
 
   # --- results ---------------------------------------------------------------------------------------
 
@@ -185,10 +216,15 @@ class Sweep:
 
   def result(self, run: Run) -> dict | None:
     path = self.run_dir(run) / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+      return None
+    record = json.loads(path.read_text())
+    if "draw" not in record:  # written before training seeds, when "seed" was random's draw
+      record.update(draw=record.get("seed", 0), seed=run.seed)
+    return record
 
-  def _training_key(self, removed, k: int) -> list:
-    return [sorted(removed), int(self.config.sweep.epochs[k]), int(self.config.seed)]
+  def training_key(self, run: Run, removed) -> list:
+    return [sorted(removed), int(self.config.sweep.epochs[run.k]), run.seed]
 
   def _finished_training(self, key) -> dict | None:
     for run in self.runs:
@@ -203,27 +239,30 @@ class Sweep:
       config.prune.criterion = "explicit" if removed else "none"
       config.prune.blocks = ",".join(map(str, removed))
       config.train.epochs = int(config.sweep.epochs[run.k])
+      config.seed = run.seed
     summary = self.train_fn(config, self.run_dir(run), initial=self.initial)
     if not self.config.sweep.keep_checkpoints:
       for path in ("final", "pruned/params", "finetune/checkpoints", "finetune/best"):
         shutil.rmtree(self.run_dir(run) / path, ignore_errors=True)
     return {**{k: summary["metrics"][k] for k in ("war", "uar", "top1", "top5")},
-            "params": summary["params"], "gflops": summary["gflops"], "framework": summary.get("framework", "flax")}
+            "videos": summary["metrics"].get("videos"), "params": summary["params"], "gflops": summary["gflops"],
+            "framework": summary.get("framework", "flax")}
 
   def execute(self, run: Run) -> dict:
     """Runs `run` unless it finished before; returns its result (also written to its result.json)."""
     if _ok(previous := self.result(run)):
       return previous
     start = time.perf_counter()
-    record = {"name": run.name, "criterion": run.criterion, "k": run.k, "ratio": run.k / self.depth, "seed": run.seed}
+    record = {"name": run.name, "criterion": run.criterion, "k": run.k, "ratio": run.k / self.depth, "seed": run.seed,
+              "draw": run.draw}
     try:
       order = self.removal_order(run)
-      key = self._training_key(order, run.k)
+      key = self.training_key(run, order)
       record.update(removal_order=list(order), removed_blocks=sorted(order), training_key=key,
                     epochs=int(self.config.sweep.epochs[run.k]))
       if same := self._finished_training(key):
         record.update({m: same[m] for m in ("war", "uar", "top1", "top5", "params", "gflops")},
-                      framework=same.get("framework", "flax"),
+                      videos=same.get("videos"), framework=same.get("framework", "flax"),
                       reused_from=same["name"])
       else:
         logging.info("run %s: removing blocks %s", run.name, sorted(order) or "none")

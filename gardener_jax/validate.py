@@ -293,6 +293,9 @@ def _check_sweep(c: _Checker, depth: int | None) -> None:
           f"{depth - 1 if depth else 'depth − 1'}")
   if "random" in c.get("sweep.criteria", ()) and not c.get("sweep.random_seeds", ()):
     c.add("sweep.random_seeds", c.get("sweep.random_seeds", ()), "at least one seed for the random criterion")
+  seeds = c.get("sweep.seeds", None)
+  if seeds is not None and (not all(_integer(0)(s) for s in seeds) or len(set(seeds)) != len(seeds)):
+    c.add("sweep.seeds", seeds, "distinct training seeds ≥ 0, e.g. (0, 1, 2); empty: the config's seed")
 
 
 def _problems(config, *checks: Callable[[_Checker], None]) -> list[Problem]:

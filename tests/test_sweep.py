@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gardener_jax import cli, compare, criteria, sweep
+from gardener_jax import cli, compare, criteria, sweep, validate
 from gardener_jax.checkpoint import save_checkpoint
 from gardener_jax.models import ModelConfig, init_params
 
@@ -22,15 +22,25 @@ DEPTH = 4
 COST = {1: 1.0, 2: 2.0, 3: 5.0, 4: 9.0}
 
 
+EVAL_VIDEOS = 80
+
+
+def _fake_war(removed, seed: int) -> float:
+  """The fake finetune's WAR: the blocks' costs, and with a training seed other than 0 a few points of
+  seed noise that differ between removed sets."""
+  war = 90.0 - sum(COST[b] for b in removed) - (30.0 if {1, 2} <= set(removed) else 0.0)
+  return war + (((7 * sum(removed) + 13 * seed + len(removed)) % 5) - 2.0 if seed else 0.0)
+
+
 def _fake_finetune(calls, fail=()):
   def train_fn(config, workdir, initial):
     removed = [int(b) for b in config.prune.blocks.split(",") if b]
-    calls.append((workdir.name, tuple(sorted(removed)), config.train.epochs))
+    calls.append((workdir.name, tuple(sorted(removed)), config.train.epochs, config.seed))
     if tuple(sorted(removed)) in fail:
       raise RuntimeError(f"injected failure for {removed}")
-    war = 90.0 - sum(COST[b] for b in removed) - (30.0 if {1, 2} <= set(removed) else 0.0)
-    return {"metrics": {"war": war, "uar": war - 1, "top1": war, "top5": 100.0}, "params": 1000 - 100 * len(removed),
-            "gflops": 1.0 - 0.2 * len(removed)}
+    war = _fake_war(removed, config.seed)
+    return {"metrics": {"war": war, "uar": war - 1, "top1": war, "top5": 100.0, "videos": EVAL_VIDEOS},
+            "params": 1000 - 100 * len(removed), "gflops": 1.0 - 0.2 * len(removed)}
   return train_fn
 
 
@@ -143,7 +153,7 @@ def test_tables_correlations_and_the_paper_comparison(checkpoint, tmp_path):
   table = (tmp_path / "sweep.md").read_text()
   assert "| ratio % | k | oracle | entropy | random | l1 |" in table
   random_k2 = [float(r["war"]) for r in rows if r["criterion"] == "random" and r["k"] == "2"]
-  assert f"| {np.mean(random_k2):.2f} ± {np.std(random_k2, ddof=1):.2f} |" in table
+  assert f"| {_expected_cell(random_k2)} |" in table
   assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
   corr = json.loads((tmp_path / "correlations.json").read_text())
@@ -159,7 +169,7 @@ def test_tables_correlations_and_the_paper_comparison(checkpoint, tmp_path):
   assert cli.main(["compare-paper", str(tmp_path)]) == 0
   text = (tmp_path / "compare_paper.md").read_text()
   entropy_k1 = next(float(r["war"]) for r in rows if r["run"] == "entropy_k1")
-  assert "| 25.0 | " in text and f"{entropy_k1:.2f} / 85.54" in text  # 1 of 4 blocks ↔ the paper's 3 of 12
+  assert "| 25.0 | " in text and f"{_expected_cell([entropy_k1])} / 85.54" in text  # 1 of 4 ↔ the paper's 3 of 12
   assert "| paper (from SPEC §2 and §6) | 0.755 | 0.667 |" in text
 
   # A PyTorch run's rows added to sweep.csv make a line of their own beside ours.
@@ -169,8 +179,84 @@ def test_tables_correlations_and_the_paper_comparison(checkpoint, tmp_path):
     csv.DictWriter(f, compare.CSV_COLUMNS).writerows(torch_rows)
   text = compare.compare_paper(tmp_path)
   assert "| ratio % | unpruned (torch) | entropy (torch) |" in text
-  assert "| 0.0 | 12.50 | — |" in text and "| 25.0 | — | 12.50 |" in text
-  assert f"{entropy_k1:.2f} / 85.54" in text and "unpruned 90.00" in text  # ours stay ours
+  torch_cell = _expected_cell([12.5])
+  assert f"| 0.0 | {torch_cell} | — |" in text and f"| 25.0 | — | {torch_cell} |" in text
+  assert f"{_expected_cell([entropy_k1])} / 85.54" in text and f"unpruned {_expected_cell([90.0])}" in text
+
+
+def _expected_cell(values, videos=EVAL_VIDEOS) -> str:
+  """The cell sweep.md should show, computed here with scipy: mean ± std (n) [95 % interval], the interval
+  mean ± q · sqrt(s²/n + p(1 − p)/videos) in %, q Student's t at the Welch–Satterthwaite degrees of
+  freedom (the seeds' part estimated with n − 1, the binomial part known)."""
+  n, mean = len(values), float(np.mean(values))
+  std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+  p = mean / 100
+  seeds, binomial = (std / 100) ** 2 / n, p * (1 - p) / videos
+  q = stats.t.ppf(0.975, (seeds + binomial) ** 2 / (seeds ** 2 / (n - 1))) if seeds else stats.norm.ppf(0.975)
+  half = 100 * q * np.sqrt(seeds + binomial)
+  return f"{mean:.2f} ± {std:.2f} ({n}) [{max(0, mean - half):.1f}, {min(100, mean + half):.1f}]"
+
+
+def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_tests(checkpoint, tmp_path):
+  seeds = (0, 1, 2)
+  config = _config(checkpoint, criteria=("entropy", "random", "oracle"), levels=(1, 2), seeds=seeds, greedy=False)
+  calls = []
+  job = sweep.prepare(config, tmp_path, _fake_finetune(calls))
+  names = [r.name for r in job.runs]
+  assert names[:6] == ["unpruned_t0", "unpruned_t1", "unpruned_t2", "single_b1_t0", "single_b1_t1", "single_b1_t2"]
+  assert len(names) == 3 * len(sweep.plan(_config(checkpoint, criteria=("entropy", "random", "oracle"),
+                                                  levels=(1, 2), greedy=False).sweep, DEPTH))
+
+  # --run_index over the seeded plan: one run, one training, with its seed.
+  alone = sweep.open_sweep(config, tmp_path, _fake_finetune(calls))
+  assert alone.execute(alone.runs[names.index("single_b3_t1")])["seed"] == 1
+  assert calls == [("single_b3_t1", (3,), 3, 1)]
+
+  results = {r["name"]: r for r in sweep.run_all(sweep.open_sweep(config, tmp_path, _fake_finetune(calls)))}
+  assert all(r["status"] == "ok" for r in results.values())
+  trained = [(c[1], c[3]) for c in calls]
+  assert len(trained) == len(set(trained)) and {s for _, s in trained} == set(seeds)  # equal trainings reuse per seed
+  assert {r["seed"] for r in results.values()} == set(seeds)
+  assert results["entropy_k1_t2"]["reused_from"].startswith("single_b") and results["entropy_k1_t2"]["seed"] == 2
+
+  # The oracle chooses by the single removals' mean over the seeds.
+  mean_single = {b: np.mean([_fake_war([b], t) for t in seeds]) for b in range(1, DEPTH + 1)}
+  assert json.loads((tmp_path / "oracle.json").read_text())["accuracy"] == {
+      str(b): pytest.approx(a) for b, a in mean_single.items()}
+  top2 = sorted(sorted(mean_single, key=lambda b: -mean_single[b])[:2])
+  assert all(results[f"oracle_k2_t{t}"]["removed_blocks"] == top2 for t in seeds)
+
+  calls.clear()  # a relaunch trains nothing
+  sweep.run_all(sweep.open_sweep(config, tmp_path, _fake_finetune(calls)))
+  assert calls == []
+
+  compare.write(job)
+  rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+  assert {r["seed"] for r in rows} == {"0", "1", "2"} and {r["videos"] for r in rows} == {str(EVAL_VIDEOS)}
+  table = (tmp_path / "sweep.md").read_text()
+  entropy_k2 = [results[f"entropy_k2_t{t}"]["war"] for t in seeds]
+  random_k2 = {t: [results[f"random_k2_s{d}_t{t}"]["war"] for d in (0, 1)] for t in seeds}
+  assert f"| {_expected_cell(entropy_k2)} |" in table
+  assert f"| {_expected_cell(sum(random_k2.values(), []))} |" in table
+  assert f"unpruned: {_expected_cell([_fake_war([], t) for t in seeds])}" in table
+
+  # Paired against random: the same p-value as scipy's paired t-test over the seeds.
+  comparisons = json.loads((tmp_path / "against_random.json").read_text())["comparisons"]
+  tests = {(c["criterion"], c["k"]): c for c in comparisons}
+  expected = stats.ttest_rel(entropy_k2, [np.mean(random_k2[t]) for t in seeds])
+  assert tests["entropy", 2]["p"] == pytest.approx(expected.pvalue)
+  assert tests["entropy", 2]["mean_difference"] == pytest.approx(np.mean(entropy_k2) - np.mean(
+      [np.mean(random_k2[t]) for t in seeds]))
+  assert tests["oracle", 2]["n"] == 3 and "paired t-tests over the 3 training seeds" in table
+
+  # Correlations on the seed-mean drop, with bootstrap intervals for every criterion.
+  corr = json.loads((tmp_path / "correlations.json").read_text())
+  drop = [np.mean([_fake_war([], t) - _fake_war([b], t) for t in seeds]) for b in range(1, DEPTH + 1)]
+  entropy = criteria.rank(job.params, job.model_config, "entropy", "hist:64").scores
+  assert corr["criteria"]["entropy"]["spearman"] == pytest.approx(stats.spearmanr(entropy, drop).statistic)
+  for c in corr["criteria"].values():
+    for key in ("spearman_interval", "kendall_interval"):
+      assert -1 <= c[key][0] <= c[key][1] <= 1
 
 
 def test_rank_correlations_match_scipy_and_the_spec():
@@ -198,7 +284,8 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
       "--config.model.depth=3", "--config.model.mlp_dim=64",
       "--config.sweep.criteria=('entropy','random','oracle','block_influence','angular_distance','alpha')",
       "--config.prune.calibration_clips=3",
-      "--config.sweep.levels=(1,2)", "--config.sweep.random_seeds=(0,1)", "--config.sweep.epochs=(1,1,1)"]
+      "--config.sweep.levels=(1,2)", "--config.sweep.random_seeds=(0,1)", "--config.sweep.epochs=(1,1,1)",
+      "--config.sweep.seeds=(0,)"]
   command = [sys.executable, "-m", "gardener_jax", "sweep", "--config", os.path.join(root, "configs", "sweep_demo.py"),
              "--workdir", str(tmp_path / "sweep"), *overrides]
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -235,13 +322,33 @@ def test_a_real_sweep_at_toy_size_from_the_command_line(tmp_path):
   assert again.returncode == 0 and "removing blocks" not in again.stderr  # every run is skipped
 
 
-@pytest.mark.parametrize("name, runs", [("sweep_demo", 1 + 12 + 18 * 6 + 6),
-                                        ("sweep_ucf101_vitb", 1 + 12 + 12 * 6 + 6)])
-def test_the_sweep_configs_plan_every_criterion_at_six_levels(name, runs):
+@pytest.mark.parametrize("name, runs, levels", [
+    ("sweep_demo", 3 * (1 + 12 + (1 + 1 + 2) * 3 + 3), {3, 5, 9}),  # 3 seeds; entropy, l1, random × 2 draws
+    ("sweep_ucf101_vitb", 1 + 12 + 12 * 6 + 6, {1, 3, 5, 7, 9, 11})])
+def test_the_sweep_configs_plan(name, runs, levels):
   import importlib
 
   config = importlib.import_module(f"configs.{name}").get_config()
-  plan = sweep.plan(config.sweep, 12)
+  plan = sweep.plan(config.sweep, 12, sweep.training_seeds(config))
   assert len(plan) == runs
-  assert {r.k for r in plan if r.criterion == "entropy"} == {1, 3, 5, 7, 9, 11}
-  assert sum(r.criterion == "oracle_single" for r in plan) == 12
+  assert {r.k for r in plan if r.criterion == "entropy"} == levels
+  assert sum(r.criterion == "oracle_single" for r in plan) == 12 * len(config.sweep.seeds)
+  assert not [p for p in validate.sweep_problems(config) if p.field.startswith("sweep.")]
+
+
+def test_interval_and_test_pieces_against_scipy():
+  from gardener_jax import stats as sweep_stats
+
+  one = sweep_stats.cell([50.0], videos=100)  # one run: the binomial (Wald) interval of 50 of 100 videos
+  assert (one["low"], one["high"]) == pytest.approx((50 - 100 * 1.959964 * 0.05, 50 + 100 * 1.959964 * 0.05))
+  assert sweep_stats.cell([70.0, 70.0], videos=None)["high"] == 70.0  # no spread, no eval size: no width
+  only_seeds = sweep_stats.cell([60.0, 64.0, 68.0], videos=None)  # no eval size: the t interval over seeds
+  assert only_seeds["high"] == pytest.approx(64 + stats.t.ppf(0.975, 2) * 4 / np.sqrt(3))
+  paired = sweep_stats.paired_against_random({0: 60.0, 1: 55.0, 2: 58.0}, {0: [50.0, 52.0], 1: [54.0], 2: [49.0, 51]})
+  assert paired["p"] == pytest.approx(stats.ttest_1samp([9.0, 1.0, 8.0], 0.0).pvalue)
+  assert sweep_stats.paired_against_random({0: 60.0}, {0: [50.0]})["p"] is None  # one seed: no test
+  # Importance that orders the blocks as every seed's drop does: every resample agrees, the interval is [1, 1].
+  drops = np.asarray([[1.0, 2.0], [3.0, 5.0], [6.0, 7.0], [9.0, 8.5]])
+  boot = sweep_stats.bootstrap_correlations([0.1, 0.2, 0.3, 0.4], drops, samples=200)
+  assert boot["spearman_interval"] == [1.0, 1.0] and boot["kendall_interval"] == [1.0, 1.0]
+  assert boot["used"] <= 200  # resamples of one repeated block have no correlation and are left out
