@@ -82,8 +82,25 @@ def eval_videos(results: list[dict]) -> int | None:
   return next((int(r["videos"]) for r in results if r.get("status") == "ok" and r.get("videos")), None)
 
 
-def _cell(values: list[float] | None, videos: int | None) -> str:
-  return stats_lib.format_cell(stats_lib.cell(values or [], videos))
+def _random_draws(results: list[dict], k: int) -> np.ndarray | None:
+  """random's WARs at level k as (training seeds × draws), when every draw finished with every seed."""
+  wars = {(int(r.get("seed") or 0), int(r.get("draw") or 0)): float(r["war"]) for r in results
+          if r.get("status") == "ok" and line_name(r) == "random" and int(r["k"]) == k}
+  seeds, draws = sorted({s for s, _ in wars}), sorted({d for _, d in wars})
+  if not wars or len(wars) != len(seeds) * len(draws):
+    return None
+  return np.asarray([[wars[s, d] for d in draws] for s in seeds])
+
+
+def cell_summary(results: list[dict], line: str, k: int, values: list[float] | None, videos: int | None) -> dict | None:
+  """`stats.cell` of a line's WARs at level k; random's, whose draws are crossed with the training seeds,
+  by `stats.crossed_cell`."""
+  draws = _random_draws(results, k) if line == "random" and values else None
+  return stats_lib.crossed_cell(draws, videos) if draws is not None else stats_lib.cell(values or [], videos)
+
+
+def _cell(values: list[float] | None, videos: int | None, results: list[dict] = (), line: str = "", k: int = 0) -> str:
+  return stats_lib.format_cell(cell_summary(list(results), line, k, values, videos))
 
 
 def _removed(result: dict) -> list[int]:
@@ -125,7 +142,9 @@ def random_sentence(comparisons: list[dict], seeds: list[int], alpha: float = 0.
     return ("No difference from random can be tested: that needs two or more training seeds (`sweep.seeds`) "
             "and a difference that varies between them.")
   supported = [c for c in tested if c["p"] < alpha]
-  how = (f"two-sided paired t-tests over the {len(seeds)} training seeds, {len(tested)} comparisons, no correction "
+  n = max(c["n"] for c in tested)
+  how = (f"two-sided paired t-tests over {'up to ' if n < len(seeds) else ''}{n} training seeds, {len(tested)} "
+         f"comparisons, no correction "
          f"for their number: about {alpha * len(tested):.1f} would pass by chance alone")
   if not supported:
     return f"No difference from random is supported at p < {alpha} ({how})."
@@ -177,7 +196,7 @@ def _ordered_columns(table: dict, order: list[str]) -> list[str]:
   return [c for c in dict.fromkeys(order) if c in table] + [c for c in table if c not in order]
 
 
-def plot(table: dict, depth: int, baseline: float | None, videos: int | None, path) -> None:
+def plot(table: dict, results: list[dict], depth: int, baseline: float | None, videos: int | None, path) -> None:
   """WAR against pruning ratio, a line per criterion: the mean over runs, a band over its 95 % interval."""
   import matplotlib
 
@@ -189,7 +208,7 @@ def plot(table: dict, depth: int, baseline: float | None, videos: int | None, pa
   for i, (name, by_k) in enumerate(table.items()):
     ks = sorted(by_k)
     ratio = [100 * k / depth for k in ks]
-    cells = [stats_lib.cell(by_k[k], videos) for k in ks]
+    cells = [cell_summary(results, name, k, by_k[k], videos) for k in ks]
     style = {"color": colors[i % len(colors)], "marker": markers[i % len(markers)]}
     if name == "entropy":
       style = {"color": "black", "marker": "o", "linewidth": 2.5}
@@ -232,8 +251,9 @@ def write(sweep: Sweep) -> dict:
           f"over training seeds {sweep.seeds}{draws}; the interval adds the eval set's binomial variance to the "
           f"seeds' (`gardener_jax/stats.py`). {_data_sentence(sweep)}", "",
           markdown_table(["ratio %", "k"] + columns,
-                         [[f"{100 * k / depth:.1f}", str(k)] + [_cell(table[c].get(k), videos) for c in columns]
-                          for k in levels]), "", "![WAR against pruning ratio](sweep.png)"]
+                         [[f"{100 * k / depth:.1f}", str(k)]
+                          + [_cell(table[c].get(k), videos, results, c, k) for c in columns] for k in levels]),
+          "", "![WAR against pruning ratio](sweep.png)"]
   comparisons = against_random(results)
   write_json(out / "against_random.json", {"test": "two-sided paired t-test over training seeds of the criterion's "
                                                    "WAR minus the mean of random's draws with the same seed",
@@ -269,7 +289,7 @@ def write(sweep: Sweep) -> dict:
     text += ["", "## Failed runs", "", *[f"- {r['name']}: {r.get('error')}" for r in failed]]
   (out / "sweep.md").write_text("\n".join(text) + "\n")
   if table:
-    plot(table, depth, baseline, videos, out / "sweep.png")
+    plot(table, results, depth, baseline, videos, out / "sweep.png")
   return {"table": table, "baseline": baseline, "correlations": correlation, "against_random": comparisons}
 
 
@@ -313,7 +333,8 @@ def compare_paper(directory) -> str:
     ours.setdefault(line_name(r), {}).setdefault(round(int(r["k"]) / depth, 3), []).append(float(r["war"]))
 
   def cell(column: str, ratio: float) -> str:
-    values = {name: _cell(ours.get(name, {}).get(ratio), videos) for name in PAPER_COLUMNS[column]}
+    values = {name: _cell(ours.get(name, {}).get(ratio), videos, ok, name, round(ratio * depth))
+              for name in PAPER_COLUMNS[column]}
     return next(iter(values.values())) if len(set(values.values())) == 1 else ", ".join(
         f"{name} {value}" for name, value in values.items())
 
@@ -339,7 +360,8 @@ def compare_paper(directory) -> str:
     ratios = sorted({ratio for name in others for ratio in ours[name]})
     text += ["", "## Criteria the paper did not compare, and other frameworks' runs (clips: calibration data)", "",
              markdown_table(["ratio %", *map(header, others)],
-                            [[f"{100 * ratio:.1f}"] + [_cell(ours[name].get(ratio), videos) for name in others]
+                            [[f"{100 * ratio:.1f}"]
+                             + [_cell(ours[name].get(ratio), videos, ok, name, round(ratio * depth)) for name in others]
                              for ratio in ratios])]
   singles = per_seed(ok, SINGLE)
   if singles:

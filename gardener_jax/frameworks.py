@@ -37,7 +37,11 @@ def flax_classifier(params, config: ModelConfig) -> Classify:
   model = VideoMAE(config)
   apply = jax.jit(lambda params, clips: model.apply({"params": params}, clips))
   params = jax.device_put(cast_floats(params, np.float32))
-  return lambda clips: np.asarray(apply(params, clips), np.float32)
+
+  def classify(clips: np.ndarray) -> np.ndarray:
+    with jax.default_matmul_precision("highest"):  # float32 as PyTorch computes it (no TF32 on GPUs)
+      return np.asarray(apply(params, clips), np.float32)
+  return classify
 
 
 def torch_classifier(params, config: ModelConfig, name: str, fold_layer_scale: bool) -> tuple[Classify, list[str]]:
@@ -84,7 +88,8 @@ def load_classifiers(checkpoint, frameworks: Sequence[str], fold_layer_scale: bo
 def view_logits(classify: Classify, clips: np.ndarray) -> np.ndarray:
   """(videos, views, T, S, S, 3) → (videos, views, classes)."""
   videos, views = clips.shape[:2]
-  return classify(clips.reshape(videos * views, *clips.shape[2:])).reshape(videos, views, -1)
+  logits = classify(clips.reshape(videos * views, *clips.shape[2:]))
+  return logits.reshape(videos, views, logits.shape[-1])
 
 
 def video_probabilities(logits: np.ndarray) -> np.ndarray:
@@ -130,6 +135,8 @@ def evaluate_split(classifiers: Classifiers, source, spec: input_pipeline.ClipSp
   for batch in tqdm(batches, total=math.ceil(len(source) / batch_size), desc="evaluate", unit="batch",
                     mininterval=2, leave=False):
     valid = batch["valid"]
+    if not valid.any():  # a batch of videos none of which could be decoded
+      continue
     labels.append(batch["label"][valid])
     for name, classify in classifiers.by_framework.items():
       logits[name].append(view_logits(classify, batch["clips"][valid]))

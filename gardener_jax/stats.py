@@ -29,21 +29,54 @@ def _quantile(degrees_of_freedom: float) -> float:
   return float(stats.t.ppf(0.5 + LEVEL / 2, degrees_of_freedom))
 
 
-def cell(values: Sequence[float], videos: int | None) -> dict | None:
-  """mean, std (ddof 1; 0 for one run), n and the 95 % interval [low, high] of WARs (%) on `videos` eval videos."""
-  values = np.asarray(values, np.float64)
-  if not len(values):
-    return None
+def _summary(values: np.ndarray, run_variance: float, run_df: float, videos: int | None) -> dict:
+  """mean, std and n of `values` (WAR %) with the interval mean ± q · sqrt(run_variance + binomial):
+  `run_variance` is the variance of the mean over the runs (as a share²), estimated with `run_df`
+  degrees of freedom; the binomial part is known; q at the Welch–Satterthwaite degrees of freedom."""
   n, mean = len(values), float(values.mean())
   std = float(values.std(ddof=1)) if n > 1 else 0.0
   share = mean / 100
-  seed_variance, eval_variance = (std / 100) ** 2 / n, share * (1 - share) / videos if videos else 0.0
-  if n > 1 and seed_variance > 0:
-    degrees_of_freedom = (seed_variance + eval_variance) ** 2 / (seed_variance ** 2 / (n - 1))
+  eval_variance = share * (1 - share) / videos if videos else 0.0
+  if run_variance > 0:
+    degrees_of_freedom = (run_variance + eval_variance) ** 2 / (run_variance ** 2 / run_df)
   else:
-    degrees_of_freedom = math.inf if n == 1 or eval_variance else n - 1
-  half = 100 * _quantile(degrees_of_freedom) * math.sqrt(seed_variance + eval_variance)
+    degrees_of_freedom = math.inf if n == 1 or eval_variance else run_df
+  half = 100 * _quantile(degrees_of_freedom) * math.sqrt(run_variance + eval_variance)
   return {"mean": mean, "std": std, "n": n, "low": max(0.0, mean - half), "high": min(100.0, mean + half)}
+
+
+def cell(values: Sequence[float], videos: int | None) -> dict | None:
+  """mean, std (ddof 1; 0 for one run), n and the 95 % interval [low, high] of independent runs' WARs (%)
+  on `videos` eval videos; None for no runs."""
+  values = np.asarray(values, np.float64)
+  if not len(values):
+    return None
+  n = len(values)
+  run_variance = float(values.std(ddof=1) / 100) ** 2 / n if n > 1 else 0.0
+  return _summary(values, run_variance, n - 1, videos)
+
+
+def crossed_cell(wars: np.ndarray, videos: int | None) -> dict:
+  """`cell` of random's runs, every draw (columns) trained with every seed (rows): the draws are shared by
+  the seeds and the seeds by the draws, so the runs are not independent. The variance of the mean is
+  (MS_seed + MS_draw − MS_rest) / (S · D), the two-way random-effects model without replication (a negative
+  estimate of the seed and draw components is taken as 0), at Satterthwaite's degrees of freedom."""
+  wars = np.asarray(wars, np.float64)
+  seeds, draws = wars.shape
+  if seeds < 2 or draws < 2:
+    return cell(wars.ravel(), videos)
+  x = wars / 100
+  grand, by_seed, by_draw = x.mean(), x.mean(axis=1), x.mean(axis=0)
+  ms_seed = draws * float(np.sum((by_seed - grand) ** 2)) / (seeds - 1)
+  ms_draw = seeds * float(np.sum((by_draw - grand) ** 2)) / (draws - 1)
+  rest_df = (seeds - 1) * (draws - 1)
+  ms_rest = float(np.sum((x - by_seed[:, None] - by_draw[None, :] + grand) ** 2)) / rest_df
+  combined = ms_seed + ms_draw - ms_rest
+  if combined > ms_rest:
+    df = combined ** 2 / (ms_seed ** 2 / (seeds - 1) + ms_draw ** 2 / (draws - 1) + ms_rest ** 2 / rest_df)
+  else:
+    combined, df = ms_rest, rest_df
+  return _summary(wars.ravel(), combined / (seeds * draws), df, videos)
 
 
 def format_cell(summary: dict | None, interval: bool = True) -> str:

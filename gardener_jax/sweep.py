@@ -3,7 +3,8 @@
 A sweep is a fixed, ordered plan of runs computed from the config alone, so run i is the same run in
 every process (a cluster job array passes `--run_index i`). Run i lives in DIR/runs/<name>/ and ends
 with DIR/runs/<name>/result.json, written atomically, status "ok" or "failed". A relaunch skips the
-runs that ended "ok" and retries the rest; a failed run is recorded and the sweep goes on.
+runs that ended "ok" (with the same training seed) and retries the rest; a failed run is recorded and
+the sweep goes on.
 
 The plan, in order:
   unpruned                  the initial model finetuned with nothing removed (the accuracy-drop baseline)
@@ -220,7 +221,7 @@ class Sweep:
       return None
     record = json.loads(path.read_text())
     if "draw" not in record:  # written before training seeds, when "seed" was random's draw
-      record.update(draw=record.get("seed", 0), seed=run.seed)
+      record.update(draw=record.get("seed", 0), seed=record.get("training_key", [None, None, run.seed])[2])
     return record
 
   def training_key(self, run: Run, removed) -> list:
@@ -250,7 +251,7 @@ class Sweep:
 
   def execute(self, run: Run) -> dict:
     """Runs `run` unless it finished before; returns its result (also written to its result.json)."""
-    if _ok(previous := self.result(run)):
+    if _ok(previous := self.result(run)) and previous["seed"] == run.seed:  # not from another seed's sweep
       return previous
     start = time.perf_counter()
     record = {"name": run.name, "criterion": run.criterion, "k": run.k, "ratio": run.k / self.depth, "seed": run.seed,

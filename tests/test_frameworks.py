@@ -73,6 +73,19 @@ def test_both_frameworks_score_the_same_views_alike(converted, data_dir, capsys,
   assert {k: loop[k] for k in ("war", "uar", "top5")} == pytest.approx({k: flax[k] for k in ("war", "uar", "top5")})
 
 
+def test_a_batch_of_unreadable_videos_is_skipped_and_counted(converted, data_dir):
+  from gardener_jax import frameworks
+  from tests.train_setup import corrupted
+
+  test = sources.open_split(data_dir, "synthetic_motion", "test")[0]
+  examples = corrupted([test[i] for i in range(len(test))], len(test) - 1)  # the last batch holds only this one
+  classifiers = frameworks.load_classifiers(converted / "full", ["flax"])
+  spec = input_pipeline.ClipSpec(4, 3, 32, augment=False)
+  result = frameworks.evaluate_split(classifiers, examples, spec, batch_size=len(test) - 1)
+  whole = frameworks.evaluate_split(classifiers, examples[:-1], spec, batch_size=len(test) - 1)
+  assert result["videos"] == len(test) - 1 and result["skipped"] == 1 and result["flax"] == whole["flax"]
+
+
 def test_evaluate_errors_name_what_is_wrong(converted, data_dir, tmp_path, capsys):
   code, captured, _ = _evaluate(capsys, converted / "full", "--framework", "both")
   assert code == 1 and "--dataset NAME and --data_dir DIR" in captured.err

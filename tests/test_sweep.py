@@ -197,6 +197,26 @@ def _expected_cell(values, videos=EVAL_VIDEOS) -> str:
   return f"{mean:.2f} ± {std:.2f} ({n}) [{max(0, mean - half):.1f}, {min(100, mean + half):.1f}]"
 
 
+def _expected_crossed_cell(wars: np.ndarray, videos=EVAL_VIDEOS) -> str:
+  """Random's cell (seeds × draws): the two-way random-effects variance of the mean, written out here."""
+  s_count, d_count = wars.shape
+  x = wars / 100
+  residual = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+  ms = {"seed": d_count * np.var(x.mean(axis=1), ddof=1), "draw": s_count * np.var(x.mean(axis=0), ddof=1),
+        "rest": np.sum(residual ** 2) / ((s_count - 1) * (d_count - 1))}
+  dfs = {"seed": s_count - 1, "draw": d_count - 1, "rest": (s_count - 1) * (d_count - 1)}
+  combined = ms["seed"] + ms["draw"] - ms["rest"]
+  if combined > ms["rest"]:
+    df = combined ** 2 / sum(ms[key] ** 2 / dfs[key] for key in ms)
+  else:
+    combined, df = ms["rest"], dfs["rest"]
+  mean = float(wars.mean())
+  runs, binomial = combined / wars.size, (mean / 100) * (1 - mean / 100) / videos
+  half = 100 * stats.t.ppf(0.975, (runs + binomial) ** 2 / (runs ** 2 / df)) * np.sqrt(runs + binomial)
+  return (f"{mean:.2f} ± {np.std(wars, ddof=1):.2f} ({wars.size}) "
+          f"[{max(0, mean - half):.1f}, {min(100, mean + half):.1f}]")
+
+
 def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_tests(checkpoint, tmp_path):
   seeds = (0, 1, 2)
   config = _config(checkpoint, criteria=("entropy", "random", "oracle"), levels=(1, 2), seeds=seeds, greedy=False)
@@ -230,6 +250,17 @@ def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_test
   sweep.run_all(sweep.open_sweep(config, tmp_path, _fake_finetune(calls)))
   assert calls == []
 
+  # One seed names no run after it: a relaunch with another seed retrains instead of taking the old results.
+  single = _config(checkpoint, criteria=("entropy",), levels=(1,), greedy=False)
+  first = sweep.prepare(single, tmp_path / "single", _fake_finetune(calls))
+  assert first.execute(first.runs[0])["seed"] == 0
+  with single.unlocked():
+    single.seed = 1
+  again = sweep.open_sweep(single, tmp_path / "single", _fake_finetune(calls))
+  assert again.runs[0].name == "unpruned" and again.execute(again.runs[0])["seed"] == 1
+  assert [c[3] for c in calls] == [0, 1]
+  calls.clear()
+
   compare.write(job)
   rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
   assert {r["seed"] for r in rows} == {"0", "1", "2"} and {r["videos"] for r in rows} == {str(EVAL_VIDEOS)}
@@ -237,7 +268,7 @@ def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_test
   entropy_k2 = [results[f"entropy_k2_t{t}"]["war"] for t in seeds]
   random_k2 = {t: [results[f"random_k2_s{d}_t{t}"]["war"] for d in (0, 1)] for t in seeds}
   assert f"| {_expected_cell(entropy_k2)} |" in table
-  assert f"| {_expected_cell(sum(random_k2.values(), []))} |" in table
+  assert f"| {_expected_crossed_cell(np.asarray([random_k2[t] for t in seeds]))} |" in table
   assert f"unpruned: {_expected_cell([_fake_war([], t) for t in seeds])}" in table
 
   # Paired against random: the same p-value as scipy's paired t-test over the seeds.
@@ -247,7 +278,7 @@ def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_test
   assert tests["entropy", 2]["p"] == pytest.approx(expected.pvalue)
   assert tests["entropy", 2]["mean_difference"] == pytest.approx(np.mean(entropy_k2) - np.mean(
       [np.mean(random_k2[t]) for t in seeds]))
-  assert tests["oracle", 2]["n"] == 3 and "paired t-tests over the 3 training seeds" in table
+  assert tests["oracle", 2]["n"] == 3 and "paired t-tests over 3 training seeds" in table
 
   # Correlations on the seed-mean drop, with bootstrap intervals for every criterion.
   corr = json.loads((tmp_path / "correlations.json").read_text())
