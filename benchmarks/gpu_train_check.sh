@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepared accelerator check of the finetuning step: Flax (bf16 and fp32) against PyTorch fp32.
+# Prepared accelerator check of the finetuning step, Flax against PyTorch at the same precision: bf16 (PyTorch
+# autocast) and fp32 with full float32 matmuls on both sides.
 set -uo pipefail
 out=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1

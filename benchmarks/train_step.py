@@ -1,7 +1,11 @@
-"""ViT-B train step (16 × 224², fp32, AdamW): this loop's step against transformers VideoMAE + torch
-AdamW, step time and peak memory, each configuration in its own process, in one run.
+"""ViT-B train step (16 × 224², AdamW): this loop's step against transformers VideoMAE (SDPA attention) +
+torch AdamW at the same precision, batch and device, step time and peak memory, each configuration in
+its own process, in one run (SPEC §9).
 
-  python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--dtype float32|bfloat16]
+  python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--dtype float32|bfloat16] [--tf32]
+
+bfloat16: Flax computes in bfloat16 (float32 master weights) and PyTorch runs under bfloat16 autocast.
+float32: full float32 matmuls on both sides, or TF32 on both with --tf32 (it matters on GPUs only).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table, run_child  # noqa: E402
+from benchmarks.common import machine, print_table, run_child  # noqa: E402
 
 PREAMBLE = """
 import json, sys, time
@@ -25,7 +29,9 @@ before = rss_bytes()  # after imports, before the model: params, optimiser state
 TORCH_CHILD = PREAMBLE + """
 import torch, transformers
 torch.manual_seed(0)
-model = transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(num_labels=400)).train()
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = {tf32}
+model = transformers.VideoMAEForVideoClassification(
+    transformers.VideoMAEConfig(num_labels=400, attn_implementation="sdpa")).train()
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model.to(device)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -33,7 +39,8 @@ clips = torch.randn({batch}, 16, 3, 224, 224, device=device)
 labels = torch.randint(0, 400, ({batch},), device=device)
 def step():
   opt.zero_grad(set_to_none=True)
-  loss = torch.nn.functional.cross_entropy(model(clips).logits, labels)
+  with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled={autocast}):
+    loss = torch.nn.functional.cross_entropy(model(clips).logits.float(), labels)
   loss.backward()
   opt.step()
   return float(loss)
@@ -70,6 +77,7 @@ print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_ca
 
 FLAX_CHILD = PREAMBLE + """
 import jax, jax.numpy as jnp, ml_collections
+jax.config.update("jax_default_matmul_precision", {precision!r})
 from gardener_jax import optim, train
 from gardener_jax.models import ModelConfig, VideoMAE, init_params
 from gardener_jax.sharding import global_batch, make_mesh, replicated
@@ -96,29 +104,36 @@ def main():
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--remat", action="store_true", help="rematerialise blocks in the backward pass")
   parser.add_argument("--peak_tflops", type=float, default=989.0,
-                      help="the accelerator's dense peak for --dtype, for model FLOPs utilisation (H100/H200 bf16: 989)")
+                      help="the accelerator's dense peak for --dtype, for model FLOPs utilisation (H100/H200 bf16: "
+                           "989)")
+  parser.add_argument("--tf32", action="store_true", help="float32: TF32 matmuls on both sides (default: neither)")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
+  bf16 = args.dtype == "bfloat16"
+  precision = "bfloat16 (Flax compute dtype; PyTorch autocast)" if bf16 else (
+      f"float32, {'TF32' if args.tf32 else 'full float32'} matmuls on both sides")
   from gardener_jax.models import ModelConfig
   from gardener_jax.prune import gflops
 
   step_flops = 6 * gflops(ModelConfig.from_variant("vit_b", num_classes=400)) * 1e9  # forward + backward, per clip
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
-    torch_run = run_child(TORCH_CHILD.format(root=root, batch=batch, steps=args.steps))
+    torch_run = run_child(TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16,
+                                             tf32=args.tf32))
     flax_run = run_child(FLAX_CHILD.format(root=root, batch=batch, steps=args.steps, dtype=args.dtype,
-                                           remat=args.remat))
-    rows.append([batch, torch_run["seconds"], flax_run["seconds"], flax_run["seconds"] / torch_run["seconds"],
+                                           remat=args.remat, precision="tensorfloat32" if args.tf32 else "highest"))
+    rows.append([args.dtype, batch, torch_run["seconds"], flax_run["seconds"],
+                 flax_run["seconds"] / torch_run["seconds"],
                  torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
                  flax_run["peak_bytes"] / torch_run["peak_bytes"],
                  flax_run["first_peak_bytes"] / torch_run["first_peak_bytes"], flax_run["first_call"],
                  step_flops * batch / flax_run["seconds"] / 1e12,
                  step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
-  print_table(f"ViT-B train step, 16×224², AdamW, Flax {args.dtype}{' + remat' if args.remat else ''} vs PyTorch "
-              f"fp32 (peak: process RSS high-water mark during the timed steps over the post-import baseline on CPU, "
-              f"allocator peak on GPU; 'first-step ratio' also counts the first call: Flax's compilation, "
+  print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; "
+              f"{machine()} (peak: process RSS high-water mark during the timed steps over the post-import baseline "
+              f"on CPU, allocator peak on GPU; 'first-step ratio' also counts the first call: Flax's compilation, "
               f"PyTorch's lazy optimiser state)",
-              ["batch", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
+              ["precision", "batch", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
                "memory ratio", "first-step memory ratio", "Flax first call s", "Flax model TFLOP/s", "MFU"], rows)
 
 
