@@ -1,6 +1,6 @@
 """Train clips per second at 16 × 224² (sampling rate 4): the grain pipeline over the JPEG-per-frame
 array_record dataset against a plain loader that decodes every frame of the source video with PyAV,
-on the same videos, in one run.
+on the same videos, with the same number of worker processes and the same batching, in one run.
 
   python benchmarks/input_pipeline.py [--videos 24] [--frames 180] [--workers 2]
 """
@@ -8,6 +8,7 @@ on the same videos, in one run.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import sys
 import tempfile
@@ -15,10 +16,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import grain  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import print_table  # noqa: E402
-from gardener_jax.data import builders, input_pipeline, sampling, synthetic, video_io  # noqa: E402
+from benchmarks.common import machine, print_table  # noqa: E402
+from gardener_jax.data import builders, input_pipeline, sampling, sources, synthetic, video_io  # noqa: E402
 from gardener_jax.data.input_pipeline import ClipSpec  # noqa: E402
 
 
@@ -35,15 +37,29 @@ def make_videos(root: pathlib.Path, count: int, frames: int) -> list[pathlib.Pat
   return paths
 
 
-def plain_loader(paths, spec: ClipSpec, rng):
+def pyav_clip(path, rng: np.random.Generator, spec: ClipSpec) -> dict:
   """Decode every frame with PyAV, then sample and crop like the pipeline does."""
-  for path in paths:
-    frames, _ = video_io.read_video(path)
-    example = {"frames": None, "num_frames": len(frames), "label": 0, "video_id": str(path)}
-    index = sampling.train_indices(len(frames), spec.num_frames, spec.sampling_rate, rng)
-    top, left, h, w = sampling.random_resized_crop_box(*frames.shape[1:3], rng)
-    clip = video_io.resize(frames[index, top:top + h, left:left + w], spec.image_size, spec.image_size)
-    yield sampling.normalize(clip), example["label"]
+  frames, _ = video_io.read_video(path)
+  index = sampling.train_indices(len(frames), spec.num_frames, spec.sampling_rate, rng)
+  top, left, h, w = sampling.random_resized_crop_box(*frames.shape[1:3], rng)
+  clip = video_io.resize(frames[index, top:top + h, left:left + w], spec.image_size, spec.image_size)
+  return {"clips": sampling.normalize(clip), "label": np.int32(0)}
+
+
+def plain_loader(paths, spec: ClipSpec, batch: int, workers: int) -> grain.IterDataset:
+  """The PyAV loader in the same grain stream as the pipeline: shuffled, `workers` processes, batched."""
+  dataset = grain.MapDataset.source([str(p) for p in paths]).shuffle(seed=0).repeat(None)
+  dataset = dataset.random_map(functools.partial(pyav_clip, spec=spec), seed=0)
+  return input_pipeline.stream(dataset, workers).batch(batch, drop_remainder=True)
+
+
+def clips_per_second(iterator, clips: int) -> float:
+  """Clips per second over `clips` clips, after a first batch that starts the workers."""
+  next(iterator)
+  start, seen = time.perf_counter(), 0
+  while seen < clips:
+    seen += len(next(iterator)["label"])
+  return seen / (time.perf_counter() - start)
 
 
 def main():
@@ -60,22 +76,15 @@ def main():
     start = time.perf_counter()
     builders.build("video_folder", root / "data", manual_dir=root / "videos")
     build_seconds = time.perf_counter() - start
-    source, _ = input_pipeline.open_split(root / "data", "video_folder", "train")
-
-    start = time.perf_counter()
-    plain = sum(1 for _ in plain_loader(paths, spec, np.random.default_rng(0)))
-    plain_rate = plain / (time.perf_counter() - start)
-
-    iterator = iter(input_pipeline.train_pipeline(source, spec, args.batch, seed=0, num_workers=args.workers))
-    next(iterator)  # workers started, buffers filling
-    start, clips = time.perf_counter(), 0
-    while clips < 2 * args.videos:
-      clips += len(next(iterator)["label"])
-    ours_rate = clips / (time.perf_counter() - start)
-  print_table(f"Train clips / s, 16 × 224², {args.videos} videos of {args.frames} frames at 320 × 240 "
-              f"(dataset built once in {build_seconds:.1f} s)", ["loader", "clips / s", "ratio"],
-              [["PyAV, decode every frame (1 process)", plain_rate, 1.0],
-               [f"grain over array_record JPEG frames ({args.workers} workers)", ours_rate, ours_rate / plain_rate]])
+    source, _ = sources.open_split(root / "data", "video_folder", "train")
+    plain_rate = clips_per_second(iter(plain_loader(paths, spec, args.batch, args.workers)), 2 * args.videos)
+    ours = input_pipeline.train_pipeline(source, spec, args.batch, seed=0, num_workers=args.workers)
+    ours_rate = clips_per_second(iter(ours), 2 * args.videos)
+  print_table(f"Train clips / s, 16 × 224², batch {args.batch}, {args.workers} worker processes on both sides, "
+              f"{args.videos} videos of {args.frames} frames at 320 × 240 (dataset built once in {build_seconds:.1f} "
+              f"s); {machine()}", ["loader", "clips / s", "ratio"],
+              [["PyAV, decode every frame of the source video", plain_rate, 1.0],
+               ["grain over array_record JPEG frames", ours_rate, ours_rate / plain_rate]])
 
 
 if __name__ == "__main__":

@@ -144,13 +144,14 @@ def _shard(source, shard_index: int, shard_count: int) -> grain.MapDataset:
   return grain.MapDataset.source(source)[shard_index::shard_count]
 
 
-def _stream(dataset: grain.MapDataset, num_workers: int) -> grain.IterDataset:
-  stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
-  if num_workers:
-    if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside an absl app they keep their defaults
-      flags.FLAGS.mark_as_parsed()
-    stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
-  return stream
+def stream(dataset: grain.MapDataset, num_workers: int) -> grain.IterDataset:
+  """`dataset` read in order with threads and prefetch, mapped in `num_workers` processes (0: in this one)."""
+  read = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+  if not num_workers:
+    return read
+  if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside an absl app they keep their defaults
+    flags.FLAGS.mark_as_parsed()
+  return read.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
 
 
 def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1,
@@ -164,7 +165,7 @@ def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_ind
   skipped = SkipCorrupt()
   dataset = _shard(source, shard_index, shard_count).shuffle(seed=seed).repeat(num_epochs)
   dataset = dataset.random_map(functools.partial(train_clip, spec=spec), seed=seed)
-  return Pipeline(_stream(dataset, num_workers).filter(skipped).batch(batch_size, drop_remainder=True), skipped)
+  return Pipeline(stream(dataset, num_workers).filter(skipped).batch(batch_size, drop_remainder=True), skipped)
 
 
 def eval_pipeline(source, spec: ClipSpec, batch_size: int, shard_index: int = 0, shard_count: int = 1,
@@ -173,7 +174,7 @@ def eval_pipeline(source, spec: ClipSpec, batch_size: int, shard_index: int = 0,
   this process's shard once, in order; the last batch may be smaller."""
   views = functools.partial(_sharded_eval_views, spec=spec, shard_index=shard_index, shard_count=shard_count)
   dataset = _shard(source, shard_index, shard_count).map_with_index(views)
-  return _stream(dataset, num_workers).batch(batch_size, drop_remainder=False)
+  return stream(dataset, num_workers).batch(batch_size, drop_remainder=False)
 
 
 def shard_size(num_examples: int, shard_index: int, shard_count: int) -> int:
