@@ -48,18 +48,14 @@ def machine() -> str:
   """The CPU model and core count (and the GPU where torch sees one) and the library versions, for
   every table's title: ratios differ between machines (SPEC §9)."""
   import os
-  import platform
 
   import jax
   import torch
   import transformers
 
-  cpu = platform.processor() or "unknown CPU"
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  from gardener_jax.frameworks import cpu_model
+
+  cpu = cpu_model()
   gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
   return (f"{cpu} ({os.cpu_count()} cores){gpu}; jax {jax.__version__}, torch {torch.__version__}, "
           f"transformers {transformers.__version__}")

@@ -33,6 +33,17 @@ def versions() -> dict[str, str]:
   return {"jax": jax.__version__, "flax": flax.__version__, "backend": jax.default_backend()}
 
 
+def cpu_model() -> str:
+  """The CPU's model name, for tables whose ratios depend on it (SPEC §9)."""
+  import platform
+
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    return platform.processor() or platform.machine()
+  return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def flax_classifier(params, config: ModelConfig) -> Classify:
   model = VideoMAE(config)
   apply = jax.jit(lambda params, clips: model.apply({"params": params}, clips))

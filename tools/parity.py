@@ -37,7 +37,6 @@ import itertools
 import json
 import math
 import pathlib
-import platform
 import re
 import sys
 import tempfile
@@ -53,7 +52,7 @@ import torch.nn.functional as F
 from absl import app, flags
 from ml_collections import config_flags
 
-from gardener_jax import logs, pipeline, train
+from gardener_jax import frameworks, logs, pipeline, train
 from gardener_jax import optim as optim_lib
 from gardener_jax.checkpoint import load_tree, read_config
 from gardener_jax.data import input_pipeline, sources
@@ -192,7 +191,7 @@ def task_classes(config, model_config: ModelConfig, splits: sources.Splits | Non
   if (config.get("data") or {}).get("classes"):
     return list(config.data.classes)
   if model_config.num_classes:
-    return list(model_config.class_names or [f"class_{i}" for i in range(model_config.num_classes)])
+    return frameworks.class_names(model_config)
   raise _bad_input("--inputs random: this model has no head and config.data.classes is empty; name the classes "
                    "(--config.data.classes)")
 
@@ -376,21 +375,13 @@ def step_records(jax_run: Trajectory, torch_run: Trajectory) -> list[dict]:
                                                                      torch_run.losses, jax_run.grad_norms))]
 
 
-def cpu_name() -> str:
-  try:
-    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-  except OSError:
-    return platform.processor() or platform.machine()
-  return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
-
-
 def device_names() -> dict[str, str]:
-  devices = jax.local_devices()
+  devices, cpu = jax.local_devices(), frameworks.cpu_model()
   jax_devices = f"{devices[0].platform} × {len(devices)}" + (
-      f" ({cpu_name()})" if devices[0].platform == "cpu" else f" ({devices[0].device_kind})")
+      f" ({cpu})" if devices[0].platform == "cpu" else f" ({devices[0].device_kind})")
   device = torch_device()
-  torch_devices = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({cpu_name()})"
-  return {"jax": jax_devices, "torch": torch_devices, "cpu": cpu_name()}
+  torch_devices = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({cpu})"
+  return {"jax": jax_devices, "torch": torch_devices, "cpu": cpu}
 
 
 def versions() -> dict[str, str]:
