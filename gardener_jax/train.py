@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 from gardener_jax import files
 from gardener_jax import optim as optim_lib
 from gardener_jax.checkpoint import cast_floats
+from gardener_jax.data import input_pipeline, sampling
 from gardener_jax.evaluate import Evaluator, Selection, classification_evaluator
 from gardener_jax.models import ModelConfig, VideoMAE
 from gardener_jax.sharding import AXIS, global_batch, make_mesh, replicated
@@ -89,8 +90,8 @@ def classification_loss(model: VideoMAE, num_classes: int, options: TrainOptions
   def loss_fn(params, batch, rng):
     mix_rng, dropout_rng = jax.random.split(rng)
     targets = optim_lib.soft_targets(batch["label"], num_classes, options.label_smoothing)
-    clips, targets = optim_lib.mix(mix_rng, batch["clips"].astype(model.dtype), targets, options.mixup_alpha,
-                                   options.cutmix_alpha)
+    clips, targets = optim_lib.mix(mix_rng, sampling.normalize(batch["clips"]).astype(model.dtype), targets,
+                                   options.mixup_alpha, options.cutmix_alpha)
     logits = model.apply({"params": params}, clips, train=True, rngs={"dropout": dropout_rng})
     loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
@@ -226,7 +227,8 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
   state = jax.device_put(init_state(params, tx), replicated(mesh))
   latest = _latest_manager(workdir, options.checkpoint_every)
   best = _best_manager(workdir, evaluators["val"].selection) if "val" in evaluators else None
-  iterator = iter(pipelines.train(train_source, options.batch_size // jax.process_count()))
+  local_batches = pipelines.train(train_source, options.batch_size // jax.process_count())
+  iterator = input_pipeline.DevicePrefetch(iter(local_batches), functools.partial(global_batch, mesh))
   state = _restore(latest, state, iterator)
   start_step = int(state.step)
   log = _MetricsLog(workdir / "metrics.jsonl", start_step)
@@ -249,8 +251,7 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
     window_start, window_steps = time.perf_counter(), 0
     for step in progress:
       votes = np.full(jax.local_device_count(), flag.raised, np.int32)
-      state, metrics = train_step(state, global_batch(mesh, next(iterator)), rng,
-                                  global_batch(mesh, {"votes": votes})["votes"])
+      state, metrics = train_step(state, next(iterator), rng, global_batch(mesh, {"votes": votes})["votes"])
       metrics = jax.device_get(metrics)
       done = step + 1
       if not metrics["finite"]:
@@ -280,6 +281,7 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
   finally:
     # A handler installed outside Python (jax.distributed's preemption notifier) reads as None.
     signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
+    iterator.close()
     latest.close()
     if best:
       best.close()

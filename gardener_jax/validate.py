@@ -123,6 +123,7 @@ def _check_data(c: _Checker, depth_hint=None) -> None:
   c.at_least("data.workers", 0, optional=True)
   c.within("data.val_fraction", 0, 1, high_open=True, optional=True)
   c.within("data.min_crop_area", 0, 1, low_open=True, optional=True)
+  c.require("data.scaled_decode", lambda v: isinstance(v, bool), "True or False", optional=True)
   if c.get("data.flip", False) is True and c.get("data.augment", True) is False:
     c.add("data.flip", True, "flips are part of training augmentation: set data.augment=True, or data.flip=False")
   if c.get("data.val_split", "") and c.get("data.val_fraction", 0):

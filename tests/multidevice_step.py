@@ -21,7 +21,7 @@ def main(out):
   config = ModelConfig(width=32, depth=2, num_heads=4, mlp_dim=64, num_classes=5, num_frames=4, image_size=32)
   params = init_params(config, 0)
   rng = np.random.default_rng(0)
-  batch = {"clips": rng.standard_normal((16, 4, 32, 32, 3)).astype(np.float32),
+  batch = {"clips": rng.integers(0, 256, (16, 4, 32, 32, 3), np.uint8),
            "label": rng.integers(0, 5, 16).astype(np.int32)}
   optim_config = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
                                                 clip_norm=1.0, layer_decay=0.75, accumulate=1))

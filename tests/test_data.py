@@ -1,5 +1,8 @@
 """Video data: builders on tiny videos written with PyAV, VideoMAE sampling, the grain pipelines."""
 
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 
@@ -131,7 +134,7 @@ def test_train_pipeline_is_seeded_and_workers_agree(synthetic_source):
   c = _batches(input_pipeline.train_pipeline(source, SPEC, batch_size=4, seed=2), 5)
   assert all(np.array_equal(x["clips"], y["clips"]) and np.array_equal(x["label"], y["label"]) for x, y in zip(a, b))
   assert not all(np.array_equal(x["clips"], y["clips"]) for x, y in zip(a, c))
-  assert a[0]["clips"].shape == (4, 4, 32, 32, 3) and a[0]["clips"].dtype == np.float32
+  assert a[0]["clips"].shape == (4, 4, 32, 32, 3) and a[0]["clips"].dtype == np.uint8
   labels = np.concatenate([x["label"] for x in a[:4]])  # 16 videos: an epoch covers every one
   assert sorted(labels.tolist()) == sorted([i // 4 for i in range(16)])
 
@@ -174,3 +177,105 @@ def test_a_restored_train_stream_continues_exactly_after_skipped_videos(syntheti
   for want, got in zip(expected, (next(resumed) for _ in range(5)), strict=True):
     np.testing.assert_array_equal(want["clips"], got["clips"])
     np.testing.assert_array_equal(want["label"], got["label"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_device_prefetch_state_is_the_batches_handed_out_not_those_read_ahead(synthetic_source, workers):
+  source, _ = synthetic_source
+  reference = _batches(input_pipeline.train_pipeline(source, SPEC, batch_size=3, seed=0), 7)
+  puts = []
+
+  def put(batch):
+    puts.append(1)
+    return {k: np.array(v) for k, v in batch.items()}
+
+  prefetch = input_pipeline.DevicePrefetch(iter(input_pipeline.train_pipeline(source, SPEC, batch_size=3, seed=0,
+                                                                              num_workers=workers)), put, size=2)
+  for want in reference[:3]:
+    np.testing.assert_array_equal(next(prefetch)["clips"], want["clips"])
+  deadline = time.monotonic() + 30
+  while len(puts) < 5 and time.monotonic() < deadline:  # the thread reads two batches ahead of the consumer
+    time.sleep(0.01)
+  assert len(puts) >= 5
+  state = prefetch.get_state()
+  prefetch.close()
+  resumed = input_pipeline.DevicePrefetch(iter(input_pipeline.train_pipeline(source, SPEC, batch_size=3, seed=0,
+                                                                             num_workers=workers)), put)
+  resumed.set_state(state)
+  for want in reference[3:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["clips"], want["clips"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+  with pytest.raises(RuntimeError, match="before the first batch"):
+    resumed.set_state(state)
+  resumed.close()
+
+
+def test_device_prefetch_ends_with_its_stream_and_raises_its_errors():
+  assert list(input_pipeline.DevicePrefetch(iter([{"x": 1}, {"x": 2}, {"x": 3}]), lambda b: b["x"])) == [1, 2, 3]
+
+  def failing():
+    yield {"x": 1}
+    raise video_io.VideoError("broken.mp4: cannot decode")
+
+  prefetch = input_pipeline.DevicePrefetch(failing(), lambda b: b["x"])
+  assert next(prefetch) == 1
+  for _ in range(2):  # and again: the error is not lost to a later call
+    with pytest.raises(video_io.VideoError, match="broken.mp4"):
+      next(prefetch)
+
+
+def test_clips_stay_uint8_until_the_device_normalises_them(synthetic_source):
+  import jax
+
+  source, _ = synthetic_source
+  views = input_pipeline.eval_views(source[0], 0, ClipSpec(num_frames=4, sampling_rate=2, image_size=32))
+  assert views["clips"].dtype == np.uint8
+  on_host = sampling.normalize(views["clips"])
+  on_device = jax.jit(sampling.normalize)(views["clips"])
+  np.testing.assert_array_equal(np.asarray(on_device), on_host)  # the same bits: seeded runs do not move
+  np.testing.assert_array_equal(on_host, (views["clips"].astype(np.float32) / 255.0 - sampling.IMAGENET_MEAN)
+                                / sampling.IMAGENET_STD)
+  pixel = views["clips"][0, 1, 2, 3].astype(np.float64)
+  np.testing.assert_allclose(on_host[0, 1, 2, 3], (pixel / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225],
+                             rtol=1e-6)
+  with pytest.raises(TypeError, match="expected uint8 RGB frames, got float32"):
+    sampling.normalize(on_host)
+
+
+def test_data_inspect_describes_a_batch_and_draws_a_contact_sheet(synthetic_source, tmp_path):
+  from gardener_jax.data import inspect
+
+  _, data_dir = synthetic_source
+  text = inspect.inspect(data_dir, "synthetic_motion", "tiny", SPEC, str(tmp_path / "sheet.png"), batch_size=3)
+  assert "train: 16 videos" in text and "clips (3, 4, 32, 32, 3) uint8" in text
+  from PIL import Image
+  assert Image.open(tmp_path / "sheet.png").size == (4 * 32, 3 * 32)
+  assert (tmp_path / "sheet.txt").read_text().count("row ") == 3
+
+
+def test_frames_stored_larger_than_needed_are_decoded_at_a_reduced_scale():
+  frames = synthetic.render("disc_up", 128, 8, seed=(0, 0))
+  jpegs = video_io.encode_jpeg(frames)
+  assert video_io.jpeg_size(jpegs[0]) == (128, 128)
+  assert video_io.decode_jpeg(jpegs, [0, 3], min_size=(32, 32)).shape == (2, 32, 32, 3)  # 1/4
+  assert video_io.decode_jpeg(jpegs, [0], min_size=(40, 40)).shape == (1, 48, 48, 3)  # 3/8
+  assert video_io.decode_jpeg(jpegs, [0], min_size=(70, 70)).shape == (1, 128, 128, 3)  # under 2 ×: whole
+  example = {"frames": jpegs, "num_frames": 8, "label": 1, "video_id": b"big"}
+  spec = ClipSpec(num_frames=4, sampling_rate=2, image_size=32, augment=False)
+  index = sampling.eval_indices(8, 4, 2, 1)[0]
+  whole = video_io.resize_short_side(video_io.decode_jpeg(jpegs, index), 32)
+  np.testing.assert_array_equal(input_pipeline.eval_views(example, 0, spec)["clips"][0], whole)  # off by default
+  scaled = dataclasses.replace(spec, scaled_decode=True)
+  reduced = input_pipeline.eval_views(example, 0, scaled)["clips"][0]
+  assert reduced.shape == whole.shape == (4, 32, 32, 3) and not np.array_equal(reduced, whole)
+  assert np.abs(reduced.astype(int) - whole.astype(int)).mean() < 4  # the same picture, resampled otherwise
+  for seed in range(5):
+    for train_spec in (SPEC, dataclasses.replace(SPEC, scaled_decode=True)):
+      clip = input_pipeline.train_clip(example, np.random.default_rng(seed), train_spec)["clips"]
+      assert clip.shape == (4, 32, 32, 3) and clip.dtype == np.uint8
+
+
+def test_an_unreadable_jpeg_header_is_a_video_error():
+  with pytest.raises(video_io.VideoError, match="header"):
+    video_io.jpeg_size(b"garbage")

@@ -58,6 +58,7 @@ def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
     ({"prune.criterion": "oracle", "prune.oracle": "/no/oracle.json"}, "prune.oracle", "expected JSON"),
     ({"prune.remove": 2}, "prune.remove", "0 when prune.ratio (0.5) is set"),  # contradicting pairs
     ({"data.flip": True, "data.augment": False}, "data.flip", "set data.augment=True, or data.flip=False"),
+    ({"data.scaled_decode": "yes"}, "data.scaled_decode", "True or False"),
     ({"data.val_split": "test"}, "data.val_fraction", "0 when data.val_split ('test') names the validation split"),
     ({"model.num_heads": 5}, "model.num_heads", "a divisor of model.width (96)"),
     ({"pretrain.classes": ("nope",)}, "pretrain.classes", "classes of synthetic_motion: square_right"),

@@ -55,7 +55,7 @@ from ml_collections import config_flags
 from gardener_jax import frameworks, logs, pipeline, train
 from gardener_jax import optim as optim_lib
 from gardener_jax.checkpoint import load_tree, read_config
-from gardener_jax.data import input_pipeline, sources
+from gardener_jax.data import input_pipeline, sampling, sources
 from gardener_jax.models import VARIANTS, ModelConfig, VideoMAE
 from gardener_jax.models.surgery import classifier_from_pretraining, replace_head
 from gardener_jax.prune import prune
@@ -95,7 +95,7 @@ class Task:
 
   params: dict
   model_config: ModelConfig
-  batches: list[dict]  # numpy: 'clips' (B, T, H, W, C) float32, 'label' (B,) int32
+  batches: list[dict]  # numpy: 'clips' (B, T, H, W, C) uint8, 'label' (B,) int32
   config: ml_collections.ConfigDict  # seed, train (label_smoothing) and optim, with what cannot match forced
 
   @property
@@ -214,18 +214,18 @@ def finetuned_model(params, model_config: ModelConfig, blocks: Sequence[int], cl
 
 
 def random_batches(model_config: ModelConfig, batch_size: int, steps: int, seed: int) -> list[dict]:
-  """Seeded standard-normal clips of the model's shape and uniformly random labels."""
+  """Seeded uniformly random uint8 clips of the model's shape and uniformly random labels."""
   rng = np.random.default_rng(seed)
   shape = (batch_size, model_config.num_frames, model_config.image_size, model_config.image_size,
            model_config.in_channels)
-  return [{"clips": rng.standard_normal(shape, np.float32),
+  return [{"clips": rng.integers(0, 256, shape, np.uint8),
            "label": rng.integers(0, model_config.num_classes, batch_size).astype(np.int32)} for _ in range(steps)]
 
 
 def data_batches(config, splits: sources.Splits, batch_size: int, steps: int) -> list[dict]:
   """The first `steps` batches the job's training input pipeline gives (the config's seed)."""
   stream = input_pipeline.pipelines_from_config(config.data, config.seed).train(splits.train, batch_size)
-  return [{"clips": np.asarray(b["clips"], np.float32), "label": np.asarray(b["label"], np.int32)}
+  return [{"clips": np.asarray(b["clips"], np.uint8), "label": np.asarray(b["label"], np.int32)}
           for b in itertools.islice(stream, steps)]
 
 
@@ -302,8 +302,9 @@ def param_groups(model: torch.nn.Module, depth: int, optim) -> list[dict]:
 
 
 def hf_clips(clips: np.ndarray, device: torch.device) -> torch.Tensor:
-  """(B, T, H, W, C) → transformers' (B, T, C, H, W)."""
-  return torch.from_numpy(clips).permute(0, 1, 4, 2, 3).contiguous().to(device)
+  """(B, T, H, W, C) uint8 → transformers' (B, T, C, H, W), ImageNet-normalised (the JAX step
+  normalises on the device)."""
+  return torch.from_numpy(sampling.normalize(clips)).permute(0, 1, 4, 2, 3).contiguous().to(device)
 
 
 def reference_model(params, model_config: ModelConfig) -> tuple[torch.nn.Module, list[str]]:

@@ -1,17 +1,28 @@
 """grain input pipelines over the prepared TFDS array_record datasets, sampling clips as VideoMAE does.
 
-train: one random clip per video, random resized crop, horizontal flip, ImageNet normalisation;
+train: one random clip per video, random resized crop, horizontal flip;
 eval: `num_clips` evenly spaced clips × `num_crops` crops per video, kept together so that the
-predictions can be averaged per video. Each process reads a disjoint shard; a seed fixes the
-order; decoding runs in worker processes with prefetch. A training video whose stored frames cannot
-be decoded is counted, logged once and skipped; an eval video is kept as a placeholder marked
-invalid, so that evaluation can count it and every process knows its number of batches.
+predictions can be averaged per video.
+
+Only the frames a clip samples are decoded (with `scaled_decode`, frames stored at least twice the
+size a clip needs at a reduced scale). Clips leave the pipeline as uint8 RGB (a quarter of float32's bytes
+to copy to the devices); the step normalises them there (`sampling.normalize`). Each process reads a
+disjoint shard; a seed fixes the order; decoding runs in worker processes with prefetch, and
+`DevicePrefetch` puts the next batches on the devices while the step runs. A training video whose
+stored frames cannot be decoded is counted, logged once and skipped; an eval video is kept as a
+placeholder marked invalid, so that evaluation can count it and every process knows its number of
+batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
+import queue
+import threading
+from typing import Any, Callable, Iterator
 
 import grain
 import jax
@@ -31,6 +42,12 @@ class ClipSpec:
   augment: bool = True  # train: random resized crop (+ flip); False: resize the short side, centre crop
   flip: bool = True  # horizontal flips (off where left and right are different classes)
   min_crop_area: float = 0.08  # random resized crop keeps this share of the frame at least
+  # Frames stored at least twice the size a clip needs are decoded at 1/2, 3/8, 1/4 or 1/8 scale (libjpeg's
+  # DCT-domain scaling: several times faster), then resized as usual. Off by default: it changes the
+  # pixels (the reference decodes whole frames and resizes them bilinearly), and train and eval clips
+  # then reach their size by different paths (eval views of such frames always decode scaled; a train
+  # crop only when the box is large enough), which a small-image run can feel.
+  scaled_decode: bool = False
 
   @property
   def eval_views_shape(self) -> tuple[int, ...]:
@@ -41,18 +58,36 @@ class ClipSpec:
 def train_clip(example: dict, rng: np.random.Generator, spec: ClipSpec) -> dict:
   try:
     index = sampling.train_indices(int(example["num_frames"]), spec.num_frames, spec.sampling_rate, rng)
-    frames = video_io.decode_jpeg(example["frames"], index)
+    height, width = video_io.jpeg_size(example["frames"][index[0]])
+    if spec.augment:
+      box = sampling.random_resized_crop_box(height, width, rng, scale=(spec.min_crop_area, 1.0))
+      need = (math.ceil(height * spec.image_size / box[2]), math.ceil(width * spec.image_size / box[3]))
+    else:
+      need = _short_side_need(height, width, spec.image_size)
+    frames = video_io.decode_jpeg(example["frames"], index, need if spec.scaled_decode else None)
   except video_io.VideoError as e:
     return {"corrupt": f"{example['video_id']!r}: {e}"}
-  height, width = frames.shape[1:3]
   if spec.augment:
-    top, left, h, w = sampling.random_resized_crop_box(height, width, rng, scale=(spec.min_crop_area, 1.0))
+    top, left, h, w = _scaled_box(box, frames.shape[1] / height, frames.shape[2] / width, frames.shape[1:3])
     frames = video_io.resize(frames[:, top:top + h, left:left + w], spec.image_size, spec.image_size)
     if spec.flip and rng.random() < 0.5:
       frames = frames[:, :, ::-1]
   else:
     frames = _short_side_crops(frames, spec.image_size, 1)[0]
-  return {"clips": sampling.normalize(frames), "label": np.int32(example["label"])}
+  return {"clips": frames, "label": np.int32(example["label"])}
+
+
+def _short_side_need(height: int, width: int, size: int) -> tuple[int, int]:
+  """The smallest frame whose short side is still `size` (what a reduced-scale decode must keep)."""
+  scale = size / min(height, width)
+  return math.ceil(height * scale), math.ceil(width * scale)
+
+
+def _scaled_box(box, scale_h: float, scale_w: float, bounds) -> tuple[int, int, int, int]:
+  """A crop box of the full frame in the coordinates of the frame decoded at (scale_h, scale_w)."""
+  top, left, h, w = box
+  top, left = int(top * scale_h), int(left * scale_w)
+  return top, left, max(1, min(round(h * scale_h), bounds[0] - top)), max(1, min(round(w * scale_w), bounds[1] - left))
 
 
 def _short_side_crops(frames: np.ndarray, size: int, num_crops: int) -> list[np.ndarray]:
@@ -69,22 +104,22 @@ def eval_views(example: dict, index: int, spec: ClipSpec) -> dict:
   head = {"label": np.int32(example["label"]), "video_index": np.int32(index)}
   try:
     clips = sampling.eval_indices(int(example["num_frames"]), spec.num_frames, spec.sampling_rate, spec.num_clips)
-    decoded = video_io.decode_jpeg(example["frames"], np.unique(clips))
+    need = _short_side_need(*video_io.jpeg_size(example["frames"][clips[0, 0]]), spec.image_size)
+    decoded = video_io.decode_jpeg(example["frames"], np.unique(clips), need if spec.scaled_decode else None)
   except video_io.VideoError as e:
     logging.warning("eval video %r cannot be decoded; it is counted as skipped: %s", example["video_id"], e)
-    return {"clips": np.zeros(spec.eval_views_shape, np.float32), **head, "valid": np.False_}
+    return {"clips": np.zeros(spec.eval_views_shape, np.uint8), **head, "valid": np.False_}
   return {"clips": _views(decoded, np.searchsorted(np.unique(clips), clips), spec), **head, "valid": np.True_}
 
 
 def video_views(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
-  """The eval views of a decoded video, (T, H, W, 3) uint8 frames: (views, num_frames, S, S, 3)."""
+  """The eval views of a decoded video, (T, H, W, 3) uint8 frames: (views, num_frames, S, S, 3) uint8."""
   return _views(frames, sampling.eval_indices(len(frames), spec.num_frames, spec.sampling_rate, spec.num_clips), spec)
 
 
 def _views(frames: np.ndarray, clips: np.ndarray, spec: ClipSpec) -> np.ndarray:
-  """Each clip (a row of indices into `frames`) in each of its crops, normalised."""
-  return sampling.normalize(np.stack([crop for clip in clips
-                                      for crop in _short_side_crops(frames[clip], spec.image_size, spec.num_crops)]))
+  """Each clip (a row of indices into `frames`) in each of its crops."""
+  return np.stack([crop for clip in clips for crop in _short_side_crops(frames[clip], spec.image_size, spec.num_crops)])
 
 
 class SkipCorrupt:
@@ -132,9 +167,11 @@ class Pipelines:
 
 def pipelines_from_config(data, seed: int) -> Pipelines:
   """The clip specs, workers and eval batch size of a job's `config.data`."""
+  scaled_decode = data.get("scaled_decode", False)
   train_spec = ClipSpec(data.num_frames, data.sampling_rate, data.image_size, augment=data.augment, flip=data.flip,
-                        min_crop_area=data.min_crop_area)
-  eval_spec = ClipSpec(data.num_frames, data.sampling_rate, data.image_size, data.num_clips, data.num_crops, False)
+                        min_crop_area=data.min_crop_area, scaled_decode=scaled_decode)
+  eval_spec = ClipSpec(data.num_frames, data.sampling_rate, data.image_size, data.num_clips, data.num_crops, False,
+                       scaled_decode=scaled_decode)
   return Pipelines(train_spec, eval_spec, seed, data.workers, data.eval_batch_size)
 
 
@@ -156,7 +193,7 @@ def stream(dataset: grain.MapDataset, num_workers: int) -> grain.IterDataset:
 
 def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1,
                    num_workers: int = 0, num_epochs: int | None = None) -> Pipeline:
-  """Batches of {'clips': (batch, T, S, S, 3) float32, 'label': (batch,)}; `batch_size` is this process's.
+  """Batches of {'clips': (batch, T, S, S, 3) uint8, 'label': (batch,)}; `batch_size` is this process's.
 
   Every example's clip and crop are drawn from its position in the (reshuffled each epoch) stream.
   The iterator's state (`get_state`/`set_state`, saved with each training checkpoint) is its place in
@@ -170,7 +207,7 @@ def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_ind
 
 def eval_pipeline(source, spec: ClipSpec, batch_size: int, shard_index: int = 0, shard_count: int = 1,
                   num_workers: int = 0) -> grain.IterDataset:
-  """Batches of {'clips': (batch, views, T, S, S, 3), 'label', 'video_index', 'valid'}, every video of
+  """Batches of {'clips': (batch, views, T, S, S, 3) uint8, 'label', 'video_index', 'valid'}, every video of
   this process's shard once, in order; the last batch may be smaller."""
   views = functools.partial(_sharded_eval_views, spec=spec, shard_index=shard_index, shard_count=shard_count)
   dataset = _shard(source, shard_index, shard_count).map_with_index(views)
@@ -184,3 +221,78 @@ def shard_size(num_examples: int, shard_index: int, shard_count: int) -> int:
 
 def _sharded_eval_views(position: int, example: dict, spec: ClipSpec, shard_index: int, shard_count: int) -> dict:
   return eval_views(example, position * shard_count + shard_index, spec)
+
+
+class DevicePrefetch:
+  """The batches of `batches` passed through `put` (which starts their copy to the devices) `size`
+  batches ahead, by a thread, so that reading, copying and the step overlap.
+
+  For checkpoints it is an iterator with grain's state interface: `get_state()` is the state of the
+  underlying stream after the last batch handed out, not after the ones read ahead, so a resumed run
+  reads what an uninterrupted one would; `set_state()` is allowed before the first batch only.
+  """
+
+  _DONE = object()
+
+  def __init__(self, batches: Iterator[dict], put: Callable[[dict], Any], size: int = 2):
+    self._batches, self._put, self._size = batches, put, size
+    self._queue: queue.Queue | None = None
+    self._stop = threading.Event()
+    self._state = None  # the stream's state after the last batch handed out (None: not started)
+
+  def _stream_state(self):
+    return self._batches.get_state() if hasattr(self._batches, "get_state") else None
+
+  def _start(self):
+    self._state = self._stream_state()
+    self._queue = queue.Queue(maxsize=self._size)
+    threading.Thread(target=self._read, daemon=True, name="device-prefetch").start()
+
+  def _read(self):
+    try:
+      for batch in self._batches:
+        item = (self._put(batch), self._stream_state())
+        if not self._offer(item):
+          return
+      self._offer(self._DONE)
+    except BaseException as e:  # handed to the consumer, which raises it
+      self._offer(e)
+
+  def _offer(self, item) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._queue is None:
+      self._start()
+    item = self._queue.get()
+    if item is self._DONE or isinstance(item, BaseException):
+      self._queue.put(item)  # every later call ends the same way
+      if item is self._DONE:
+        raise StopIteration
+      raise item
+    batch, self._state = item
+    return batch
+
+  def get_state(self) -> bytes:
+    return json.dumps(self._stream_state() if self._queue is None else self._state).encode()
+
+  def set_state(self, state: bytes) -> None:
+    if self._queue is not None:
+      raise RuntimeError("DevicePrefetch.set_state after reading began: restore before the first batch")
+    self._batches.set_state(json.loads(state))
+
+  def start_prefetch(self) -> None:  # grain's restore calls it; reading starts with the first batch
+    pass
+
+  def close(self) -> None:
+    """Stops the reading thread (it may hold a batch it could not hand over)."""
+    self._stop.set()

@@ -7,14 +7,13 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from gardener_jax.data import input_pipeline, sampling
+from gardener_jax.data import input_pipeline, sources
 
 
 def contact_sheet(clips: np.ndarray, labels, names, path, max_frames: int = 8) -> None:
-  """Rows of clips (normalised, (B, T, H, W, 3)) as images: up to `max_frames` frames each."""
-  pixels = np.clip((clips * sampling.IMAGENET_STD + sampling.IMAGENET_MEAN) * 255, 0, 255).astype(np.uint8)
+  """Rows of clips ((B, T, H, W, 3) uint8) as images: up to `max_frames` frames each."""
   step = max(1, clips.shape[1] // max_frames)
-  rows = [np.concatenate(list(clip[::step][:max_frames]), axis=1) for clip in pixels]
+  rows = [np.concatenate(list(clip[::step][:max_frames]), axis=1) for clip in clips]
   sheet = np.concatenate(rows, axis=0)
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(sheet).save(path)
@@ -28,7 +27,7 @@ def inspect(data_dir, name: str, config: str | None, spec: input_pipeline.ClipSp
   source, info = None, None
   for split in ("train", "test", "validation"):
     try:
-      source_split, info = input_pipeline.open_split(data_dir, name, split, config)
+      source_split, info = sources.open_split(data_dir, name, split, config)
     except ValueError:
       continue
     lines.append(f"{split}: {len(source_split):,} videos")
@@ -37,8 +36,8 @@ def inspect(data_dir, name: str, config: str | None, spec: input_pipeline.ClipSp
   lines.append(f"{len(names)} classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
   batch = next(iter(input_pipeline.train_pipeline(source, spec, batch_size=min(batch_size, len(source)), seed=0)))
   clips = batch["clips"]
-  lines.append(f"one train batch: clips {clips.shape} {clips.dtype}, values [{clips.min():.3f}, {clips.max():.3f}] "
-               f"(ImageNet-normalised), labels {batch['label'].tolist()}")
+  lines.append(f"one train batch: clips {clips.shape} {clips.dtype}, values [{clips.min()}, {clips.max()}] "
+               f"(RGB; the step normalises them), labels {batch['label'].tolist()}")
   if sheet:
     contact_sheet(clips, batch["label"], names, sheet)
     lines.append(f"contact sheet: {sheet} (rows listed in {pathlib.Path(sheet).with_suffix('.txt')})")

@@ -58,6 +58,19 @@ def eval_crop_boxes(height: int, width: int, size: int, num_crops: int) -> list[
   return [(o, (width - size) // 2, size, size) for o in offsets]
 
 
-def normalize(frames: np.ndarray) -> np.ndarray:
-  """uint8 RGB → float32, ImageNet mean and std."""
-  return (frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+# Every uint8 value of every channel, ImageNet-normalised once by numpy. Clips are normalised by looking
+# their values up here, on the host or on the devices alike: the same bits everywhere (XLA's own
+# arithmetic for the same formula differs from numpy's in the last bit, which a seeded run would feel).
+_NORMALIZED = (np.arange(256, dtype=np.float32)[:, None] / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (256, 3)
+
+
+def normalize(frames):
+  """uint8 RGB → float32, ImageNet mean and std; numpy arrays on the host, jax arrays on the devices
+  (the pipelines hand out uint8 clips, a quarter of float32's bytes, and the step normalises them)."""
+  if frames.dtype != np.uint8:
+    raise TypeError(f"expected uint8 RGB frames, got {frames.dtype}")
+  if isinstance(frames, np.ndarray):
+    return _NORMALIZED[frames, np.arange(3)]
+  import jax.numpy as jnp
+
+  return jnp.asarray(_NORMALIZED)[frames, jnp.arange(3)]
