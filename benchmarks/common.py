@@ -19,6 +19,15 @@ def median_time(fn, repeats: int = 3) -> float:
   return statistics.median(times)
 
 
+def first_and_median(fn, repeats: int = 3) -> tuple[float, float, object]:
+  """The first call timed on its own (it traces and compiles, or fills caches), then the median of `repeats`
+  calls after it (SPEC §9). Returns (first call s, median s, the first call's result)."""
+  start = time.perf_counter()
+  result = fn()
+  first_call = time.perf_counter() - start
+  return first_call, median_time(fn, repeats), result
+
+
 def rss_bytes() -> int:
   with open("/proc/self/statm") as f:
     return int(f.read().split()[1]) * resource.getpagesize()
@@ -59,6 +68,21 @@ def machine() -> str:
   gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
   return (f"{cpu} ({os.cpu_count()} cores){gpu}; jax {jax.__version__}, torch {torch.__version__}, "
           f"transformers {transformers.__version__}")
+
+
+def jax_device_name() -> str:
+  """The device JAX computes on, for a table row."""
+  import jax
+
+  device = jax.devices()[0]
+  return "CPU (XLA)" if device.platform == "cpu" else device.device_kind
+
+
+def torch_device_name(device: str) -> str:
+  """The device PyTorch computes on ('cpu' or 'cuda'), for a table row."""
+  import torch
+
+  return torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

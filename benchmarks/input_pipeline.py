@@ -1,13 +1,20 @@
-"""Train clips per second at 16 × 224² (sampling rate 4): the grain pipeline over the JPEG-per-frame
-array_record dataset against a plain loader that decodes every frame of the source video with PyAV,
-on the same videos, with the same number of worker processes and the same batching, in one run.
+"""Clips per second at 16 × 224² (sampling rate 4), in one run:
 
-  python benchmarks/input_pipeline.py [--videos 24] [--frames 180] [--workers 2]
+1. train clips: the grain pipeline over the JPEG-per-frame array_record dataset against a plain loader
+   that decodes every frame of the source video with PyAV, on the same videos, with the same number of
+   worker processes and the same batching;
+2. the CPU time a clip costs (the pipeline in this process, all its threads), train and eval, and so
+   how many cores keep an accelerator busy at a given step rate (--step_clips_per_sec);
+3. frames stored at twice the resolution (640 × 480): `data.scaled_decode` (reduced-scale JPEG decode)
+   against decoding the whole frame, in CPU time per clip.
+
+  python benchmarks/input_pipeline.py [--videos 24] [--frames 180] [--workers 2] [--step_clips_per_sec 275]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import pathlib
 import sys
@@ -24,13 +31,13 @@ from gardener_jax.data import builders, input_pipeline, sampling, sources, synth
 from gardener_jax.data.input_pipeline import ClipSpec  # noqa: E402
 
 
-def make_videos(root: pathlib.Path, count: int, frames: int) -> list[pathlib.Path]:
-  """UCF101-like sources: 320 × 240 MPEG-4, in a video_folder tree."""
+def make_videos(root: pathlib.Path, count: int, frames: int, height: int = 240) -> list[pathlib.Path]:
+  """UCF101-like sources: height × 4/3 height (320 × 240 by default) MPEG-4, in a video_folder tree."""
   paths = []
   for i in range(count):
     name = synthetic.CLASSES[i % len(synthetic.CLASSES)]
-    clip = synthetic.render(name, 240, frames, seed=i)
-    clip = np.concatenate([clip, clip[:, :, :80]], axis=2)  # 240 × 320
+    clip = synthetic.render(name, height, frames, seed=i)
+    clip = np.concatenate([clip, clip[:, :, :height // 3]], axis=2)
     (root / name).mkdir(parents=True, exist_ok=True)
     video_io.write_video(root / name / f"{i:03d}.mp4", clip)
     paths.append(root / name / f"{i:03d}.mp4")
@@ -43,7 +50,7 @@ def pyav_clip(path, rng: np.random.Generator, spec: ClipSpec) -> dict:
   index = sampling.train_indices(len(frames), spec.num_frames, spec.sampling_rate, rng)
   top, left, h, w = sampling.random_resized_crop_box(*frames.shape[1:3], rng)
   clip = video_io.resize(frames[index, top:top + h, left:left + w], spec.image_size, spec.image_size)
-  return {"clips": sampling.normalize(clip), "label": np.int32(0)}
+  return {"clips": clip, "label": np.int32(0)}  # uint8, as the pipeline's
 
 
 def plain_loader(paths, spec: ClipSpec, batch: int, workers: int) -> grain.IterDataset:
@@ -55,11 +62,37 @@ def plain_loader(paths, spec: ClipSpec, batch: int, workers: int) -> grain.IterD
 
 def clips_per_second(iterator, clips: int) -> float:
   """Clips per second over `clips` clips, after a first batch that starts the workers."""
+  return rates(iterator, clips)[0]
+
+
+def rates(iterator, clips: int) -> tuple[float, float]:
+  """(clips per second, clips per CPU second of this process's threads) over `clips` clips, after a
+  first batch that starts the workers."""
   next(iterator)
-  start, seen = time.perf_counter(), 0
+  start, cpu_start, seen = time.perf_counter(), time.process_time(), 0
   while seen < clips:
     seen += len(next(iterator)["label"])
-  return seen / (time.perf_counter() - start)
+  return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu_start)
+
+
+def large_frame_examples(count: int, frames: int, height: int = 480) -> list[dict]:
+  """Examples as the builder stores them, with frames kept at height × 4/3 height (a builder with a
+  larger max_short_side), in memory."""
+  examples = []
+  for i in range(count):
+    clip = synthetic.render(synthetic.CLASSES[i % len(synthetic.CLASSES)], height, frames, seed=i)
+    clip = np.concatenate([clip, clip[:, :, :height // 3]], axis=2)
+    examples.append({"frames": video_io.encode_jpeg(clip), "num_frames": frames, "label": 0,
+                     "video_id": f"{i:03d}".encode()})
+  return examples
+
+
+def in_process_rates(source, spec: ClipSpec, eval_spec: ClipSpec, batch: int, clips: int) -> dict:
+  """Train and eval (every video once, one view) (clips / s, clips / CPU s) of the pipeline in this
+  process (no worker processes; grain's reading threads and the decoders use more than one core)."""
+  train = input_pipeline.train_pipeline(source, spec, batch, seed=0)
+  evaluation = input_pipeline.eval_pipeline(source, eval_spec, batch)
+  return {"train": rates(iter(train), clips), "eval": rates(iter(evaluation), len(source) - batch)}
 
 
 def main():
@@ -68,8 +101,13 @@ def main():
   parser.add_argument("--frames", type=int, default=180)  # UCF101 videos average 7.2 s at 25 fps
   parser.add_argument("--workers", type=int, default=2)
   parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--step_clips_per_sec", type=float, nargs="*", default=[275.0],
+                      help="accelerator step rates to size the input for (default: 275, the ViT-B bf16 finetuning "
+                           "step at batch 32 measured on one H200 in an earlier session)")
   args = parser.parse_args()
   spec = ClipSpec(num_frames=16, sampling_rate=4, image_size=224)
+  eval_spec = ClipSpec(num_frames=16, sampling_rate=4, image_size=224, augment=False)
+  clips = 2 * args.videos
   with tempfile.TemporaryDirectory() as tmp:
     root = pathlib.Path(tmp)
     paths = make_videos(root / "videos", args.videos, args.frames)
@@ -77,14 +115,31 @@ def main():
     builders.build("video_folder", root / "data", manual_dir=root / "videos")
     build_seconds = time.perf_counter() - start
     source, _ = sources.open_split(root / "data", "video_folder", "train")
-    plain_rate = clips_per_second(iter(plain_loader(paths, spec, args.batch, args.workers)), 2 * args.videos)
+    plain_rate = clips_per_second(iter(plain_loader(paths, spec, args.batch, args.workers)), clips)
     ours = input_pipeline.train_pipeline(source, spec, args.batch, seed=0, num_workers=args.workers)
-    ours_rate = clips_per_second(iter(ours), 2 * args.videos)
+    ours_rate = clips_per_second(iter(ours), clips)
+    in_process = in_process_rates(source, spec, eval_spec, args.batch, clips)
+  large = large_frame_examples(args.videos, min(args.frames, 96))
+  whole = in_process_rates(large, spec, eval_spec, args.batch, clips)
+  reduced = in_process_rates(large, *(dataclasses.replace(s, scaled_decode=True) for s in (spec, eval_spec)),
+                             args.batch, clips)
+
   print_table(f"Train clips / s, 16 × 224², batch {args.batch}, {args.workers} worker processes on both sides, "
               f"{args.videos} videos of {args.frames} frames at 320 × 240 (dataset built once in {build_seconds:.1f} "
               f"s); {machine()}", ["loader", "clips / s", "ratio"],
               [["PyAV, decode every frame of the source video", plain_rate, 1.0],
                ["grain over array_record JPEG frames", ours_rate, ours_rate / plain_rate]])
+  print_table(f"CPU time per clip: the pipeline in this process (no worker processes), user + system time of "
+              f"all its threads, 320 × 240 frames, 16 × 224² clips; {args.workers} workers gave {ours_rate:.1f} train "
+              "clips / s above", ["clips", "clips / s", "clips / CPU s (one core)"]
+              + [f"cores for a {step:g} clips / s step" for step in args.step_clips_per_sec],
+              [[name, wall, cpu] + [f"{step / cpu:.1f}" for step in args.step_clips_per_sec]
+               for name, (wall, cpu) in in_process.items()])
+  print_table("Frames stored at 640 × 480, 16 × 224² clips, in this process: `data.scaled_decode` (reduced-scale "
+              "JPEG decode) against decoding every frame whole (the default)", ["clips", "whole frames, clips / CPU s",
+                                                                 "reduced scale, clips / CPU s", "speed-up"],
+              [[name, whole[name][1], reduced[name][1], reduced[name][1] / whole[name][1]]
+               for name in ("train", "eval")])
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ train_fn = train.compile_train_step(mesh, loss_fn, tx, schedule)
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 del params
 rng = np.random.default_rng(0)
-batch = global_batch(mesh, dict(clips=rng.standard_normal(({batch}, 16, 224, 224, 3), np.float32),
+batch = global_batch(mesh, dict(clips=rng.integers(0, 256, ({batch}, 16, 224, 224, 3), np.uint8),  # as pipelines give
                                 label=rng.integers(0, 400, {batch}).astype(np.int32)))
 """ + FLAX_TIMING
 

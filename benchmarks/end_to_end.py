@@ -1,0 +1,100 @@
+"""Finetuning throughput with the real input pipeline against the step alone, at a job config's sizes
+(default: the embedded demo's finetuning stage, its encoder pruned to --depth blocks), in one run.
+
+  python benchmarks/end_to_end.py [--config configs/demo.py] [--depth 3] [--steps 40] [--workers N]
+
+Rows, each the loop's own step (`train.compile_train_step`, metrics read back every step as `fit` does):
+- the step alone, on one batch of uint8 clips already on the devices;
+- the loop as it runs: the grain pipeline, `DevicePrefetch` (a thread reads the next batches and starts
+  their copy to the devices while the step runs), the step;
+- the same without `DevicePrefetch`: read, copy, then step, one after the other.
+The ratio is each row's clips per second over the step alone's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from benchmarks.common import machine, print_table  # noqa: E402
+from gardener_jax import optim, train  # noqa: E402
+from gardener_jax.data import input_pipeline, sources  # noqa: E402
+from gardener_jax.models import ModelConfig, VideoMAE, init_params  # noqa: E402
+from gardener_jax.sharding import global_batch, make_mesh, replicated  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "job config (a configs/*.py file)")
+_DEPTH = flags.DEFINE_integer("depth", 3, "encoder blocks (the demo finetunes 3 of 6)", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 40, "timed steps per row", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps before each row (compilation, workers starting)")
+_WORKERS = flags.DEFINE_integer("workers", None, "grain worker processes; default data.workers of the config")
+
+
+def timed_steps(step, state, batches, steps: int, warmup: int) -> tuple[float, object]:
+  """Clips per second over `steps` steps after `warmup` more, reading every step's metrics as `fit` does."""
+  start, clips = None, 0
+  for i, batch in enumerate(itertools.islice(batches, warmup + steps)):
+    if i == warmup:
+      start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.device_get(metrics)
+    clips += len(batch["label"]) if i >= warmup else 0
+  return clips / (time.perf_counter() - start), state
+
+
+def main(_):
+  config = _CONFIG.value
+  workers = config.data.workers if _WORKERS.value is None else _WORKERS.value
+  splits = sources.from_config(config.data, config.data.classes, config.seed)
+  model_config = ModelConfig.from_job(config.model, config.data, num_classes=len(splits.names)).replace(
+      depth=_DEPTH.value)
+  batch_size = config.train.batch_size
+  mesh = make_mesh()
+  model = VideoMAE(model_config)
+  loss_fn = train.classification_loss(model, model_config.num_classes, train.TrainOptions.from_config(config.train))
+  params = init_params(model_config, config.seed)
+  tx, schedule = optim.make_optimizer(config.optim, params, model_config.depth, 10_000)
+  compiled = train.compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate)
+  votes = global_batch(mesh, {"votes": np.zeros(jax.local_device_count(), np.int32)})["votes"]
+
+  def step(state, batch):
+    return compiled(state, batch, jax.random.key(0), votes)
+
+  state = jax.device_put(train.init_state(params, tx), replicated(mesh))
+  pipelines = dataclasses.replace(input_pipeline.pipelines_from_config(config.data, config.seed), workers=workers)
+  put = functools.partial(global_batch, mesh)
+
+  def pipeline_batches():
+    return iter(pipelines.train(splits.train, batch_size // jax.process_count()))
+
+  resident = put(next(pipeline_batches()))
+  warmup, steps = _WARMUP.value, _STEPS.value
+  rates = {}
+  rates["step alone (one batch already on the devices)"], state = timed_steps(
+      step, state, itertools.repeat(resident), steps, warmup)
+  prefetch = input_pipeline.DevicePrefetch(pipeline_batches(), put)
+  rates["grain pipeline → DevicePrefetch → step (the loop)"], state = timed_steps(step, state, prefetch, steps, warmup)
+  prefetch.close()
+  rates["grain pipeline → copy → step, no overlap"], state = timed_steps(
+      step, state, map(put, pipeline_batches()), steps, warmup)
+  alone = next(iter(rates.values()))
+  spec = pipelines.train_spec
+  print_table(f"Finetuning clips / s, depth {model_config.depth}, width {model_config.width}, "
+              f"{spec.num_frames} × {spec.image_size}², batch {batch_size}, float32, {workers} grain workers, "
+              f"{jax.device_count()} {jax.devices()[0].platform} device(s), over {steps} steps after {warmup}; "
+              f"{machine()}", ["", "clips / s", "ratio to the step alone"],
+              [[name, rate, rate / alone] for name, rate in rates.items()])
+
+
+if __name__ == "__main__":
+  app.run(main)
