@@ -1,14 +1,18 @@
 """Finetuning throughput with the real input pipeline against the step alone, at a job config's sizes
 (default: the embedded demo's finetuning stage, its encoder pruned to --depth blocks), in one run.
 
-  python benchmarks/end_to_end.py [--config configs/demo.py] [--depth 3] [--steps 40] [--workers N]
+  python benchmarks/end_to_end.py [--config configs/demo.py] [--depth 3] [--steps 100] [--workers N]
 
-Rows, each the loop's own step (`train.compile_train_step`, metrics read back every step as `fit` does):
+Rows, each the loop's own step (`train.compile_train_step` at `train.dtype`, metrics read back every
+step as `fit` does):
 - the step alone, on one batch of uint8 clips already on the devices;
 - the loop as it runs: the grain pipeline, `DevicePrefetch` (a thread reads the next batches and starts
   their copy to the devices while the step runs), the step;
-- the same without `DevicePrefetch`: read, copy, then step, one after the other.
-The ratio is each row's clips per second over the step alone's.
+- the same without `DevicePrefetch`: the main thread takes each batch from grain (whose own threads
+  read ahead), copies it, then runs the step;
+- the pipeline alone, no step: what its clips cost in CPU time.
+The ratio is each row's clips per second over the step alone's; "cores busy" is the process's CPU
+time over the wall time.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -35,21 +40,33 @@ from gardener_jax.sharding import global_batch, make_mesh, replicated  # noqa: E
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "job config (a configs/*.py file)")
 _DEPTH = flags.DEFINE_integer("depth", 3, "encoder blocks (the demo finetunes 3 of 6)", lower_bound=1)
-_STEPS = flags.DEFINE_integer("steps", 40, "timed steps per row", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 100, "timed steps per row", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps before each row (compilation, workers starting)")
 _WORKERS = flags.DEFINE_integer("workers", None, "grain worker processes; default data.workers of the config")
 
 
-def timed_steps(step, state, batches, steps: int, warmup: int) -> tuple[float, object]:
-  """Clips per second over `steps` steps after `warmup` more, reading every step's metrics as `fit` does."""
-  start, clips = None, 0
+@dataclasses.dataclass(frozen=True)
+class Rate:
+  clips_per_sec: float
+  cores_busy: float  # process CPU seconds per wall second
+
+  @property
+  def cpu_ms_per_clip(self) -> float:
+    return 1e3 * self.cores_busy / self.clips_per_sec
+
+
+def timed(batches, steps: int, warmup: int, step=None) -> Rate:
+  """The rate over `steps` batches after `warmup` more, each passed to `step` if given."""
+  start = cpu_start = None
+  clips = 0
   for i, batch in enumerate(itertools.islice(batches, warmup + steps)):
     if i == warmup:
-      start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.device_get(metrics)
+      start, cpu_start = time.perf_counter(), time.process_time()
+    if step is not None:
+      step(batch)
     clips += len(batch["label"]) if i >= warmup else 0
-  return clips / (time.perf_counter() - start), state
+  wall = time.perf_counter() - start
+  return Rate(clips / wall, (time.process_time() - cpu_start) / wall)
 
 
 def main(_):
@@ -60,17 +77,20 @@ def main(_):
       depth=_DEPTH.value)
   batch_size = config.train.batch_size
   mesh = make_mesh()
-  model = VideoMAE(model_config)
+  dtype = jnp.dtype(config.train.get("dtype", "float32"))
+  model = VideoMAE(model_config, dtype=dtype)
   loss_fn = train.classification_loss(model, model_config.num_classes, train.TrainOptions.from_config(config.train))
   params = init_params(model_config, config.seed)
   tx, schedule = optim.make_optimizer(config.optim, params, model_config.depth, 10_000)
   compiled = train.compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate)
   votes = global_batch(mesh, {"votes": np.zeros(jax.local_device_count(), np.int32)})["votes"]
-
-  def step(state, batch):
-    return compiled(state, batch, jax.random.key(0), votes)
-
   state = jax.device_put(train.init_state(params, tx), replicated(mesh))
+
+  def step(batch):  # as `fit` does: the metrics read back every step
+    nonlocal state
+    state, metrics = compiled(state, batch, jax.random.key(0), votes)
+    jax.device_get(metrics)
+
   pipelines = dataclasses.replace(input_pipeline.pipelines_from_config(config.data, config.seed), workers=workers)
   put = functools.partial(global_batch, mesh)
 
@@ -79,21 +99,21 @@ def main(_):
 
   resident = put(next(pipeline_batches()))
   warmup, steps = _WARMUP.value, _STEPS.value
-  rates = {}
-  rates["step alone (one batch already on the devices)"], state = timed_steps(
-      step, state, itertools.repeat(resident), steps, warmup)
+  rates = {"step alone (one batch already on the devices)": timed(itertools.repeat(resident), steps, warmup, step)}
   prefetch = input_pipeline.DevicePrefetch(pipeline_batches(), put)
-  rates["grain pipeline → DevicePrefetch → step (the loop)"], state = timed_steps(step, state, prefetch, steps, warmup)
+  rates["grain pipeline → DevicePrefetch → step (the loop)"] = timed(prefetch, steps, warmup, step)
   prefetch.close()
-  rates["grain pipeline → copy → step, no overlap"], state = timed_steps(
-      step, state, map(put, pipeline_batches()), steps, warmup)
-  alone = next(iter(rates.values()))
+  rates["grain pipeline → copy → step, without DevicePrefetch"] = timed(map(put, pipeline_batches()), steps, warmup,
+                                                                       step)
+  rates["grain pipeline alone, no step"] = timed(pipeline_batches(), steps, warmup)
+  alone = next(iter(rates.values())).clips_per_sec
   spec = pipelines.train_spec
   print_table(f"Finetuning clips / s, depth {model_config.depth}, width {model_config.width}, "
-              f"{spec.num_frames} × {spec.image_size}², batch {batch_size}, float32, {workers} grain workers, "
+              f"{spec.num_frames} × {spec.image_size}², batch {batch_size}, {dtype.name}, {workers} grain workers, "
               f"{jax.device_count()} {jax.devices()[0].platform} device(s), over {steps} steps after {warmup}; "
-              f"{machine()}", ["", "clips / s", "ratio to the step alone"],
-              [[name, rate, rate / alone] for name, rate in rates.items()])
+              f"{machine()}", ["", "clips / s", "ratio to the step alone", "cores busy", "CPU ms / clip"],
+              [[name, r.clips_per_sec, r.clips_per_sec / alone, r.cores_busy, r.cpu_ms_per_clip]
+               for name, r in rates.items()])
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
       name="synthetic_motion", config="default", data_dir="", manual_dir="", train_split="train", eval_split="test",
       val_split="", val_fraction=0.1, classes=tuple(CLASSES), num_frames=8, sampling_rate=2, image_size=64,
       num_clips=2, num_crops=1, augment=True,
-      flip=False, min_crop_area=0.5, workers=0, eval_batch_size=16))  # no flips: left and right are classes
+      flip=False, min_crop_area=0.5, scaled_decode=False, workers=0,  # no flips: left and right are classes
+      eval_batch_size=16))
 
   # 'pretrain' makes the source model here (`pretrain`); otherwise a PyTorch checkpoint path, a gardener_jax
   # checkpoint directory, or 'random_hf'. What shapes cannot tell comes from variant or the flags.

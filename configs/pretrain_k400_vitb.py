@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict(dict(
       name="video_folder", config="", data_dir="data", manual_dir="", train_split="train", eval_split="",
       val_split="", val_fraction=0.0, classes=(), num_frames=16, sampling_rate=4, image_size=224, num_clips=1,
-      num_crops=1, augment=True, flip=True, min_crop_area=0.08, workers=16, eval_batch_size=64))
+      num_crops=1, augment=True, flip=True, min_crop_area=0.08, scaled_decode=False, workers=16, eval_batch_size=64))
   config.model = ml_collections.ConfigDict(dict(width=768, depth=12, num_heads=12, mlp_dim=3072, patch_size=16,
                                                 tubelet_size=2, drop_path_rate=0.0, remat=False))
   config.mae = demo.mae(mask_ratio=0.9, width=384, depth=4, num_heads=6)

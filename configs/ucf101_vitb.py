@@ -23,7 +23,7 @@ def get_config(removed: str = "3") -> ml_collections.ConfigDict:
       name="ucf101", config="gardener_70_10", data_dir="data", manual_dir="", train_split="train", eval_split="test",
       val_split="", val_fraction=0.0, classes=(), num_frames=16, sampling_rate=4, image_size=224, num_clips=1,
       num_crops=1, augment=False, flip=False,
-      min_crop_area=0.08, workers=8, eval_batch_size=16))
+      min_crop_area=0.08, scaled_decode=False, workers=8, eval_batch_size=16))
   config.init = ml_collections.ConfigDict(dict(
       source="", variant="vit_b", num_heads=ml_collections.config_dict.placeholder(int),
       num_frames=ml_collections.config_dict.placeholder(int), image_size=ml_collections.config_dict.placeholder(int)))

@@ -36,14 +36,15 @@ class Calibration:
 
 
 def draw_clips(source, model_config: ModelConfig, num_clips: int, seed: int, *, sampling_rate: int = 4,
-               name: str = "") -> Calibration:
+               scaled_decode: bool = False, name: str = "") -> Calibration:
   """`num_clips` clips of different videos of `source` (a random-access split), drawn with `seed`; a
-  video that cannot be decoded is passed over for the next one."""
+  video that cannot be decoded is passed over for the next one. `scaled_decode` as the job's data reads."""
   from gardener_jax.data import input_pipeline, sampling
 
   if num_clips < 1:
     raise ValueError(f"calibration_clips {num_clips}: expected at least 1")
-  spec = input_pipeline.ClipSpec(model_config.num_frames, sampling_rate, model_config.image_size, augment=False)
+  spec = input_pipeline.ClipSpec(model_config.num_frames, sampling_rate, model_config.image_size, augment=False,
+                                 scaled_decode=scaled_decode)
   clips = []
   for index in np.random.default_rng(seed).permutation(len(source)):
     views = input_pipeline.eval_views(source[int(index)], int(index), spec)

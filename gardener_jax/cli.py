@@ -118,7 +118,8 @@ def _evaluation_settings(args) -> dict:
   settings = dict(dataset=data.get("name"), data_dir=data.get("data_dir") or ("data" if data else None),
                   data_config=data.get("config") or None, split=data.get("eval_split") or "test",
                   sampling_rate=data.get("sampling_rate", 4), num_clips=data.get("num_clips", 1),
-                  num_crops=data.get("num_crops", 1), batch_size=data.get("eval_batch_size", 8))
+                  num_crops=data.get("num_crops", 1), batch_size=data.get("eval_batch_size", 8),
+                  scaled_decode=data.get("scaled_decode", False))
   settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
   return settings
 
@@ -137,7 +138,7 @@ def cmd_evaluate(args) -> int:
     print(f"warning: {warning}", file=sys.stderr)
   model = classifiers.config
   spec = input_pipeline.ClipSpec(model.num_frames, settings["sampling_rate"], model.image_size, settings["num_clips"],
-                                 settings["num_crops"], augment=False)
+                                 settings["num_crops"], augment=False, scaled_decode=settings["scaled_decode"])
   views = dict(num_clips=spec.num_clips, num_crops=spec.num_crops, num_frames=spec.num_frames,
                sampling_rate=spec.sampling_rate, image_size=spec.image_size)
   if args.video:

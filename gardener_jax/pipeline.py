@@ -117,7 +117,8 @@ def calibration_clips(config, model_config: ModelConfig) -> calibration.Calibrat
   splits = sources.from_config(config.data, list(config.data.classes), config.seed)
   name = f"{config.data.name}{f'/{config.data.config}' if config.data.config else ''} training split"
   return calibration.draw_clips(splits.train, model_config, config.prune.get("calibration_clips", 8), config.seed,
-                                sampling_rate=config.data.sampling_rate, name=name)
+                                sampling_rate=config.data.sampling_rate,
+                                scaled_decode=config.data.get("scaled_decode", False), name=name)
 
 
 def prune_stage(config, checkpoint: pathlib.Path, workdir: pathlib.Path) -> tuple[pathlib.Path, dict | None]:

@@ -257,7 +257,7 @@ def test_data_inspect_describes_a_batch_and_draws_a_contact_sheet(synthetic_sour
 def test_frames_stored_larger_than_needed_are_decoded_at_a_reduced_scale():
   frames = synthetic.render("disc_up", 128, 8, seed=(0, 0))
   jpegs = video_io.encode_jpeg(frames)
-  assert video_io.jpeg_size(jpegs[0]) == (128, 128)
+  assert video_io.jpeg_size(jpegs, 0) == (128, 128)
   assert video_io.decode_jpeg(jpegs, [0, 3], min_size=(32, 32)).shape == (2, 32, 32, 3)  # 1/4
   assert video_io.decode_jpeg(jpegs, [0], min_size=(40, 40)).shape == (1, 48, 48, 3)  # 3/8
   assert video_io.decode_jpeg(jpegs, [0], min_size=(70, 70)).shape == (1, 128, 128, 3)  # under 2 ×: whole
@@ -278,4 +278,13 @@ def test_frames_stored_larger_than_needed_are_decoded_at_a_reduced_scale():
 
 def test_an_unreadable_jpeg_header_is_a_video_error():
   with pytest.raises(video_io.VideoError, match="header"):
-    video_io.jpeg_size(b"garbage")
+    video_io.jpeg_size([b"garbage"], 0)
+
+
+@pytest.mark.parametrize("scaled_decode", [False, True])
+def test_a_video_with_fewer_stored_frames_than_it_claims_is_skipped_or_invalid(scaled_decode):
+  example = {"frames": [], "num_frames": 8, "label": 0, "video_id": b"short"}
+  spec = dataclasses.replace(SPEC, scaled_decode=scaled_decode)
+  assert "corrupt" in input_pipeline.train_clip(example, np.random.default_rng(0), spec)
+  views = input_pipeline.eval_views(example, 3, dataclasses.replace(spec, augment=False))
+  assert not views["valid"] and views["clips"].dtype == np.uint8 and views["video_index"] == 3

@@ -58,7 +58,6 @@ def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
     ({"prune.criterion": "oracle", "prune.oracle": "/no/oracle.json"}, "prune.oracle", "expected JSON"),
     ({"prune.remove": 2}, "prune.remove", "0 when prune.ratio (0.5) is set"),  # contradicting pairs
     ({"data.flip": True, "data.augment": False}, "data.flip", "set data.augment=True, or data.flip=False"),
-    ({"data.scaled_decode": "yes"}, "data.scaled_decode", "True or False"),
     ({"data.val_split": "test"}, "data.val_fraction", "0 when data.val_split ('test') names the validation split"),
     ({"model.num_heads": 5}, "model.num_heads", "a divisor of model.width (96)"),
     ({"pretrain.classes": ("nope",)}, "pretrain.classes", "classes of synthetic_motion: square_right"),
@@ -68,6 +67,14 @@ def test_each_kind_of_mistake_names_its_field_and_what_is_allowed(overrides, fie
   problems = _fields(validate.job_problems(_demo(**overrides)))
   assert list(problems) == [field], problems
   assert says in problems[field]
+
+
+def test_scaled_decode_must_be_true_or_false():  # a config built in Python; config files type-check it
+  config = demo.get_config()
+  del config.data["scaled_decode"]
+  config.data.scaled_decode = "yes"
+  problems = _fields(validate.job_problems(config))
+  assert list(problems) == ["data.scaled_decode"] and "True or False" in problems["data.scaled_decode"]
 
 
 def test_the_depth_comes_from_the_source_checkpoint_without_loading_it(tmp_path):
@@ -140,7 +147,7 @@ def test_a_dry_run_shows_the_plan_and_writes_nothing(tmp_path):
   manual.mkdir()
   done = _gardener("train", "--config", "configs/ucf101_vitb.py", "--workdir", str(tmp_path / "job"), "--dry_run",
                    f"--config.init.source={source}", f"--config.data.manual_dir={manual}",
-                   f"--config.data.data_dir={tmp_path / 'data'}")
+                   f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.scaled_decode=True")
   assert done.returncode == 0, done.stderr[-2000:]
   plan = done.stdout
   assert "depth 12, width 768, 12 heads, MLP 3072, 16 × 224² clips (1568 tokens)" in plan

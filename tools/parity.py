@@ -16,7 +16,7 @@ implemented there as optax.MultiSteps does it: the gradients of k micro-batches 
 Both sides start from the weights the job would finetune (--checkpoint, or the config's initial
 checkpoint made in --workdir; pruned by --blocks; a pretraining checkpoint turned classifier; the head
 replaced for the task's classes) and read the same batches, drawn once: from the config's training split
-through the job's input pipeline (--inputs data), or seeded normal clips and random labels
+through the job's input pipeline (--inputs data), or seeded uniform uint8 clips and random labels
 (--inputs random, for when the dataset is not on the machine; the classes are config.data.classes, else
 the checkpoint's head). --steps counts micro-batches, as the loop does.
 
@@ -70,7 +70,7 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "gardener_jax checkpoint t
                                   "initial checkpoint (init.source), made in --workdir")
 _BLOCKS = flags.DEFINE_list("blocks", [], "1-based blocks to remove first, e.g. 2,5")
 _INPUTS = flags.DEFINE_enum("inputs", "data", ["data", "random"], "data: batches of the config's training split "
-                            "through the job's input pipeline; random: seeded normal clips and random labels")
+                            "through the job's input pipeline; random: seeded uniform uint8 clips and random labels")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "global batch size; default train.batch_size", lower_bound=1)
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "init.source 'random_hf' with a config whose model section "
                                     "has no num_classes (configs/ucf101_vitb.py): the random model's classes",

@@ -58,17 +58,18 @@ class ClipSpec:
 def train_clip(example: dict, rng: np.random.Generator, spec: ClipSpec) -> dict:
   try:
     index = sampling.train_indices(int(example["num_frames"]), spec.num_frames, spec.sampling_rate, rng)
-    height, width = video_io.jpeg_size(example["frames"][index[0]])
-    if spec.augment:
-      box = sampling.random_resized_crop_box(height, width, rng, scale=(spec.min_crop_area, 1.0))
-      need = (math.ceil(height * spec.image_size / box[2]), math.ceil(width * spec.image_size / box[3]))
+    if spec.scaled_decode:  # the crop box first, from the header: it says how small a decode may be
+      stored = video_io.jpeg_size(example["frames"], index[0])
+      box = _train_box(stored, rng, spec)
+      frames = video_io.decode_jpeg(example["frames"], index, _needed_size(stored, box, spec.image_size))
     else:
-      need = _short_side_need(height, width, spec.image_size)
-    frames = video_io.decode_jpeg(example["frames"], index, need if spec.scaled_decode else None)
+      frames = video_io.decode_jpeg(example["frames"], index)
+      stored = frames.shape[1:3]
+      box = _train_box(stored, rng, spec)
   except video_io.VideoError as e:
     return {"corrupt": f"{example['video_id']!r}: {e}"}
   if spec.augment:
-    top, left, h, w = _scaled_box(box, frames.shape[1] / height, frames.shape[2] / width, frames.shape[1:3])
+    top, left, h, w = _scaled_box(box, frames.shape[1] / stored[0], frames.shape[2] / stored[1], frames.shape[1:3])
     frames = video_io.resize(frames[:, top:top + h, left:left + w], spec.image_size, spec.image_size)
     if spec.flip and rng.random() < 0.5:
       frames = frames[:, :, ::-1]
@@ -77,10 +78,22 @@ def train_clip(example: dict, rng: np.random.Generator, spec: ClipSpec) -> dict:
   return {"clips": frames, "label": np.int32(example["label"])}
 
 
-def _short_side_need(height: int, width: int, size: int) -> tuple[int, int]:
+def _train_box(stored: tuple[int, int], rng: np.random.Generator, spec: ClipSpec):
+  """The random resized crop's box in the stored frame's coordinates (None without augmentation)."""
+  return sampling.random_resized_crop_box(*stored, rng, scale=(spec.min_crop_area, 1.0)) if spec.augment else None
+
+
+def _needed_size(stored: tuple[int, int], box, size: int) -> tuple[int, int]:
+  """The smallest decoded frame that still gives `box` (or, without one, the short side) `size` pixels."""
+  if box is None:
+    return _short_side_need(stored, size)
+  return math.ceil(stored[0] * size / box[2]), math.ceil(stored[1] * size / box[3])
+
+
+def _short_side_need(stored: tuple[int, int], size: int) -> tuple[int, int]:
   """The smallest frame whose short side is still `size` (what a reduced-scale decode must keep)."""
-  scale = size / min(height, width)
-  return math.ceil(height * scale), math.ceil(width * scale)
+  scale = size / min(stored)
+  return math.ceil(stored[0] * scale), math.ceil(stored[1] * scale)
 
 
 def _scaled_box(box, scale_h: float, scale_w: float, bounds) -> tuple[int, int, int, int]:
@@ -104,8 +117,10 @@ def eval_views(example: dict, index: int, spec: ClipSpec) -> dict:
   head = {"label": np.int32(example["label"]), "video_index": np.int32(index)}
   try:
     clips = sampling.eval_indices(int(example["num_frames"]), spec.num_frames, spec.sampling_rate, spec.num_clips)
-    need = _short_side_need(*video_io.jpeg_size(example["frames"][clips[0, 0]]), spec.image_size)
-    decoded = video_io.decode_jpeg(example["frames"], np.unique(clips), need if spec.scaled_decode else None)
+    need = None
+    if spec.scaled_decode:
+      need = _short_side_need(video_io.jpeg_size(example["frames"], clips[0, 0]), spec.image_size)
+    decoded = video_io.decode_jpeg(example["frames"], np.unique(clips), need)
   except video_io.VideoError as e:
     logging.warning("eval video %r cannot be decoded; it is counted as skipped: %s", example["video_id"], e)
     return {"clips": np.zeros(spec.eval_views_shape, np.uint8), **head, "valid": np.False_}
@@ -224,8 +239,9 @@ def _sharded_eval_views(position: int, example: dict, spec: ClipSpec, shard_inde
 
 
 class DevicePrefetch:
-  """The batches of `batches` passed through `put` (which starts their copy to the devices) `size`
-  batches ahead, by a thread, so that reading, copying and the step overlap.
+  """The batches of `batches` passed through `put` (which starts their copy to the devices) by a
+  thread that runs up to `size` + 1 batches ahead (`size` queued, one waiting), so that reading,
+  copying and the step overlap.
 
   For checkpoints it is an iterator with grain's state interface: `get_state()` is the state of the
   underlying stream after the last batch handed out, not after the ones read ahead, so a resumed run
@@ -271,6 +287,8 @@ class DevicePrefetch:
     return self
 
   def __next__(self):
+    if self._stop.is_set():
+      raise RuntimeError("DevicePrefetch is closed")
     if self._queue is None:
       self._start()
     item = self._queue.get()

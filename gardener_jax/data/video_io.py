@@ -64,14 +64,14 @@ def encode_jpeg(frames: np.ndarray, quality: int = 90) -> list[bytes]:
   return [simplejpeg.encode_jpeg(np.ascontiguousarray(f), quality=quality, colorspace="RGB") for f in frames]
 
 
-def jpeg_size(jpeg: bytes) -> tuple[int, int]:
-  """(height, width) of a JPEG image, read from its header."""
+def jpeg_size(jpegs, index: int) -> tuple[int, int]:
+  """(height, width) of stored frame `index`, read from its JPEG header."""
   import simplejpeg
 
   try:
-    height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
-  except ValueError as e:
-    raise VideoError(f"cannot read a stored JPEG frame's header ({e})") from None
+    height, width, _, _ = simplejpeg.decode_jpeg_header(jpegs[index])
+  except (ValueError, IndexError) as e:
+    raise VideoError(f"cannot read stored JPEG frame {index}'s header ({e})") from None
   return height, width
 
 
