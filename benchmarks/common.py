@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import resource
 import statistics
@@ -26,6 +28,39 @@ def first_and_median(fn, repeats: int = 3) -> tuple[float, float, object]:
   result = fn()
   first_call = time.perf_counter() - start
   return first_call, median_time(fn, repeats), result
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+  """Clips per second, and how many cores the process kept busy meanwhile (its CPU seconds, all
+  threads, per wall second)."""
+
+  clips_per_sec: float
+  cores_busy: float
+
+  @property
+  def clips_per_cpu_sec(self) -> float:
+    return self.clips_per_sec / self.cores_busy
+
+  @property
+  def cpu_ms_per_clip(self) -> float:
+    return 1e3 / self.clips_per_cpu_sec
+
+
+def batch_rate(batches, timed: int, warmup: int = 1, consume=None) -> Rate:
+  """The rate over `timed` batches of `batches` (dicts with a 'label' per clip) after `warmup` more
+  (which start workers or compile), each passed to `consume` if given; the timing starts before the
+  first timed batch is read."""
+  batches = iter(batches)
+  consume = consume or (lambda batch: None)
+  for batch in itertools.islice(batches, warmup):
+    consume(batch)
+  start, cpu_start, clips = time.perf_counter(), time.process_time(), 0
+  for batch in itertools.islice(batches, timed):
+    consume(batch)
+    clips += len(batch["label"])
+  wall = time.perf_counter() - start
+  return Rate(clips / wall, (time.process_time() - cpu_start) / wall)
 
 
 def rss_bytes() -> int:

@@ -22,7 +22,6 @@ import functools
 import itertools
 import pathlib
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -32,7 +31,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from benchmarks.common import machine, print_table  # noqa: E402
+from benchmarks.common import batch_rate, machine, print_table  # noqa: E402
 from gardener_jax import optim, train  # noqa: E402
 from gardener_jax.data import input_pipeline, sources  # noqa: E402
 from gardener_jax.models import ModelConfig, VideoMAE, init_params  # noqa: E402
@@ -43,30 +42,6 @@ _DEPTH = flags.DEFINE_integer("depth", 3, "encoder blocks (the demo finetunes 3 
 _STEPS = flags.DEFINE_integer("steps", 100, "timed steps per row", lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps before each row (compilation, workers starting)")
 _WORKERS = flags.DEFINE_integer("workers", None, "grain worker processes; default data.workers of the config")
-
-
-@dataclasses.dataclass(frozen=True)
-class Rate:
-  clips_per_sec: float
-  cores_busy: float  # process CPU seconds per wall second
-
-  @property
-  def cpu_ms_per_clip(self) -> float:
-    return 1e3 * self.cores_busy / self.clips_per_sec
-
-
-def timed(batches, steps: int, warmup: int, step=None) -> Rate:
-  """The rate over `steps` batches after `warmup` more, each passed to `step` if given."""
-  start = cpu_start = None
-  clips = 0
-  for i, batch in enumerate(itertools.islice(batches, warmup + steps)):
-    if i == warmup:
-      start, cpu_start = time.perf_counter(), time.process_time()
-    if step is not None:
-      step(batch)
-    clips += len(batch["label"]) if i >= warmup else 0
-  wall = time.perf_counter() - start
-  return Rate(clips / wall, (time.process_time() - cpu_start) / wall)
 
 
 def main(_):
@@ -99,13 +74,13 @@ def main(_):
 
   resident = put(next(pipeline_batches()))
   warmup, steps = _WARMUP.value, _STEPS.value
-  rates = {"step alone (one batch already on the devices)": timed(itertools.repeat(resident), steps, warmup, step)}
+  rates = {"step alone (one batch already on the devices)": batch_rate(itertools.repeat(resident), steps, warmup, step)}
   prefetch = input_pipeline.DevicePrefetch(pipeline_batches(), put)
-  rates["grain pipeline → DevicePrefetch → step (the loop)"] = timed(prefetch, steps, warmup, step)
+  rates["grain pipeline → DevicePrefetch → step (the loop)"] = batch_rate(prefetch, steps, warmup, step)
   prefetch.close()
-  rates["grain pipeline → copy → step, without DevicePrefetch"] = timed(map(put, pipeline_batches()), steps, warmup,
-                                                                       step)
-  rates["grain pipeline alone, no step"] = timed(pipeline_batches(), steps, warmup)
+  rates["grain pipeline → copy → step, without DevicePrefetch"] = batch_rate(map(put, pipeline_batches()), steps,
+                                                                            warmup, step)
+  rates["grain pipeline alone, no step"] = batch_rate(pipeline_batches(), steps, warmup)
   alone = next(iter(rates.values())).clips_per_sec
   spec = pipelines.train_spec
   print_table(f"Finetuning clips / s, depth {model_config.depth}, width {model_config.width}, "

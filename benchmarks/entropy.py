@@ -100,10 +100,8 @@ def torch_gpu_reference(matrices: list[np.ndarray]) -> Reference:
   """torch.unique with the weights already on the GPU; the entropies end on the host, as gardener_jax's do."""
   on_gpu = [torch.from_numpy(m).cuda() for m in matrices]
 
-  def entropy():
-    result = torch.stack(per_block(on_gpu, torch.cat, torch_entropy)).cpu().numpy()
-    torch.cuda.synchronize()
-    return result
+  def entropy():  # .cpu() waits for the GPU
+    return torch.stack(per_block(on_gpu, torch.cat, torch_entropy)).cpu().numpy()
 
   return Reference("torch unique(return_counts)", torch_device_name("cuda"), entropy, True)
 

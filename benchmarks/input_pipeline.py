@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import pathlib
 import sys
 import tempfile
@@ -26,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import grain  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine, print_table  # noqa: E402
+from benchmarks.common import Rate, batch_rate, machine, print_table  # noqa: E402
 from gardener_jax.data import builders, input_pipeline, sampling, sources, synthetic, video_io  # noqa: E402
 from gardener_jax.data.input_pipeline import ClipSpec  # noqa: E402
 
@@ -60,21 +61,6 @@ def plain_loader(paths, spec: ClipSpec, batch: int, workers: int) -> grain.IterD
   return input_pipeline.stream(dataset, workers).batch(batch, drop_remainder=True)
 
 
-def clips_per_second(iterator, clips: int) -> float:
-  """Clips per second over `clips` clips, after a first batch that starts the workers."""
-  return rates(iterator, clips)[0]
-
-
-def rates(iterator, clips: int) -> tuple[float, float]:
-  """(clips per second, clips per CPU second of this process's threads) over `clips` clips, after a
-  first batch that starts the workers."""
-  next(iterator)
-  start, cpu_start, seen = time.perf_counter(), time.process_time(), 0
-  while seen < clips:
-    seen += len(next(iterator)["label"])
-  return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu_start)
-
-
 def large_frame_examples(count: int, frames: int, height: int = 480) -> list[dict]:
   """Examples as the builder stores them, with frames kept at height × 4/3 height (a builder with a
   larger max_short_side), in memory."""
@@ -87,12 +73,15 @@ def large_frame_examples(count: int, frames: int, height: int = 480) -> list[dic
   return examples
 
 
-def in_process_rates(source, spec: ClipSpec, eval_spec: ClipSpec, batch: int, clips: int) -> dict:
-  """Train and eval (every video once, one view) (clips / s, clips / CPU s) of the pipeline in this
-  process (no worker processes; grain's reading threads and the decoders use more than one core)."""
-  train = input_pipeline.train_pipeline(source, spec, batch, seed=0)
-  evaluation = input_pipeline.eval_pipeline(source, eval_spec, batch)
-  return {"train": rates(iter(train), clips), "eval": rates(iter(evaluation), len(source) - batch)}
+def in_process_rates(source, spec: ClipSpec, eval_spec: ClipSpec, batch: int, timed: int) -> dict[str, Rate]:
+  """Train and eval (one view per video) rates of the pipeline in this process over `timed` batches
+  after a first one (no worker processes; grain's reading threads and the decoders use more than one
+  core). Eval reads the videos over again as often as the batches need."""
+  examples = [source[i] for i in range(len(source))]
+  train = input_pipeline.train_pipeline(examples, spec, batch, seed=0)
+  evaluation = input_pipeline.eval_pipeline(examples * math.ceil((timed + 1) * batch / len(examples)), eval_spec,
+                                            batch)
+  return {"train": batch_rate(train, timed), "eval": batch_rate(evaluation, timed)}
 
 
 def main():
@@ -107,7 +96,7 @@ def main():
   args = parser.parse_args()
   spec = ClipSpec(num_frames=16, sampling_rate=4, image_size=224)
   eval_spec = ClipSpec(num_frames=16, sampling_rate=4, image_size=224, augment=False)
-  clips = 2 * args.videos
+  timed = 2 * args.videos // args.batch  # batches after the first, which starts the workers
   with tempfile.TemporaryDirectory() as tmp:
     root = pathlib.Path(tmp)
     paths = make_videos(root / "videos", args.videos, args.frames)
@@ -115,14 +104,14 @@ def main():
     builders.build("video_folder", root / "data", manual_dir=root / "videos")
     build_seconds = time.perf_counter() - start
     source, _ = sources.open_split(root / "data", "video_folder", "train")
-    plain_rate = clips_per_second(iter(plain_loader(paths, spec, args.batch, args.workers)), clips)
+    plain_rate = batch_rate(iter(plain_loader(paths, spec, args.batch, args.workers)), timed).clips_per_sec
     ours = input_pipeline.train_pipeline(source, spec, args.batch, seed=0, num_workers=args.workers)
-    ours_rate = clips_per_second(iter(ours), clips)
-    in_process = in_process_rates(source, spec, eval_spec, args.batch, clips)
+    ours_rate = batch_rate(iter(ours), timed).clips_per_sec
+    in_process = in_process_rates(source, spec, eval_spec, args.batch, timed)
   large = large_frame_examples(args.videos, min(args.frames, 96))
-  whole = in_process_rates(large, spec, eval_spec, args.batch, clips)
+  whole = in_process_rates(large, spec, eval_spec, args.batch, timed)
   reduced = in_process_rates(large, *(dataclasses.replace(s, scaled_decode=True) for s in (spec, eval_spec)),
-                             args.batch, clips)
+                             args.batch, timed)
 
   print_table(f"Train clips / s, 16 × 224², batch {args.batch}, {args.workers} worker processes on both sides, "
               f"{args.videos} videos of {args.frames} frames at 320 × 240 (dataset built once in {build_seconds:.1f} "
@@ -133,13 +122,14 @@ def main():
               f"all its threads, 320 × 240 frames, 16 × 224² clips; {args.workers} workers gave {ours_rate:.1f} train "
               "clips / s above", ["clips", "clips / s", "clips / CPU s (one core)"]
               + [f"cores for a {step:g} clips / s step" for step in args.step_clips_per_sec],
-              [[name, wall, cpu] + [f"{step / cpu:.1f}" for step in args.step_clips_per_sec]
-               for name, (wall, cpu) in in_process.items()])
+              [[name, r.clips_per_sec, r.clips_per_cpu_sec]
+               + [f"{step / r.clips_per_cpu_sec:.1f}" for step in args.step_clips_per_sec]
+               for name, r in in_process.items()])
   print_table("Frames stored at 640 × 480, 16 × 224² clips, in this process: `data.scaled_decode` (reduced-scale "
               "JPEG decode) against decoding every frame whole (the default)", ["clips", "whole frames, clips / CPU s",
                                                                  "reduced scale, clips / CPU s", "speed-up"],
-              [[name, whole[name][1], reduced[name][1], reduced[name][1] / whole[name][1]]
-               for name in ("train", "eval")])
+              [[name, whole[name].clips_per_cpu_sec, reduced[name].clips_per_cpu_sec,
+                reduced[name].clips_per_cpu_sec / whole[name].clips_per_cpu_sec] for name in ("train", "eval")])
 
 
 if __name__ == "__main__":
