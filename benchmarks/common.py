@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import itertools
 import json
@@ -75,7 +76,13 @@ def peak_rss_bytes() -> int:
 
 
 def reset_peak_rss() -> None:
-  """Resets VmHWM to the current RSS (Linux: clear_refs 5), so a later peak excludes one-off work."""
+  """Resets VmHWM to the current RSS (Linux: clear_refs 5), so a later peak excludes one-off work.
+
+  First it hands the heap's free pages back to the OS (glibc's `malloc_trim`), on both sides of a
+  comparison: glibc keeps what the first call freed (XLA's compiler: 0.2–0.4 GB for a ViT-B step;
+  PyTorch's first step), and the steps' peak should count the memory they use, not that.
+  """
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 
@@ -86,6 +93,18 @@ def run_child(code: str) -> dict:
   if out.returncode:
     raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_alternating(codes: dict[str, str], rounds: int) -> dict[str, dict]:
+  """Runs each child of `codes` (name → code) once per round, in turn, and gives each name the median of
+  every number its children printed: on a machine whose speed drifts, alternating keeps the drift from
+  landing on one side."""
+  runs = {name: [] for name in codes}
+  for _ in range(rounds):
+    for name, code in codes.items():
+      runs[name].append(run_child(code))
+  return {name: {key: statistics.median(run[key] for run in results) for key in results[0]}
+          for name, results in runs.items()}
 
 
 def machine() -> str:

@@ -5,7 +5,7 @@ count and device, PyTorch's SDPA
 attention, host → device copies on neither side (inputs are on the device before timing), the first
 call on its own row, the median of the timed steps; memory as in `train_step.py`.
 
-  python benchmarks/pretrain_step.py [--batches 1,2] [--steps 3] [--dtype float32|bfloat16]
+  python benchmarks/pretrain_step.py [--batches 1,2] [--steps 3] [--rounds 1] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_child  # noqa: E402
+from benchmarks.common import machine, print_table, run_alternating  # noqa: E402
 from benchmarks.train_step import FLAX_TIMING, PREAMBLE  # noqa: E402
 
 TORCH_CHILD = PREAMBLE + """
@@ -84,21 +84,23 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batches", default="1,2")
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--rounds", type=int, default=1, help="processes per side, run in turn; medians reported")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype)
-    torch_run, flax_run = run_child(TORCH_CHILD.format(**fill)), run_child(FLAX_CHILD.format(**fill))
+    runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), flax=FLAX_CHILD.format(**fill)), args.rounds)
+    torch_run, flax_run = runs["torch"], runs["flax"]
     rows.append([batch, args.dtype, torch_run["seconds"], flax_run["seconds"],
                  flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,
                  flax_run["peak_bytes"] / 2**30,
                  flax_run["peak_bytes"] / torch_run["peak_bytes"], torch_run["first_call"], flax_run["first_call"]])
   precision = "bfloat16 (PyTorch: autocast)" if args.dtype == "bfloat16" else "float32, no TF32"
   print_table(f"ViT-B masked-pretraining step (16×224², ratio 0.9, AdamW), both sides {precision}, PyTorch "
-              f"attention SDPA; median of {args.steps} steps "
-              f"after the first; {machine()}",
+              f"attention SDPA; median of {args.steps} steps after the first, median over {args.rounds} process(es) "
+              f"per side run in turn; {machine()}",
               ["batch", "precision", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
                "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
 

@@ -2,7 +2,7 @@
 torch AdamW at the same precision, batch and device, step time and peak memory, each configuration in
 its own process, in one run (SPEC §9).
 
-  python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--dtype float32|bfloat16] [--tf32]
+  python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--rounds 1] [--dtype float32|bfloat16] [--tf32]
 
 bfloat16: Flax computes in bfloat16 (float32 master weights) and PyTorch runs under bfloat16 autocast.
 float32: full float32 matmuls on both sides, or TF32 on both with --tf32 (it matters on GPUs only).
@@ -16,17 +16,18 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_child  # noqa: E402
+from benchmarks.common import machine, print_table, run_alternating  # noqa: E402
 
 PREAMBLE = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from benchmarks.common import peak_rss_bytes, reset_peak_rss, rss_bytes
-before = rss_bytes()  # after imports, before the model: params, optimiser state and activations all count
+before = rss_bytes()  # before the framework's import: its libraries, params, optimiser state and activations count
 """
 
-TORCH_CHILD = PREAMBLE + """
+# A PyTorch child up to `step()`: one AdamW step of transformers VideoMAE (SDPA) on one batch.
+TORCH_SETUP = """
 import torch, transformers
 torch.manual_seed(0)
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = {tf32}
@@ -44,6 +45,9 @@ def step():
   loss.backward()
   opt.step()
   return float(loss)
+"""
+
+TORCH_CHILD = PREAMBLE + TORCH_SETUP + """
 step()
 first_peak = peak_rss_bytes() - before
 reset_peak_rss()  # the steps' own peak, as for Flax (whose first call also compiles)
@@ -75,7 +79,8 @@ print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_ca
                       first_peak_bytes=first_peak if stats is None else peak)))
 """
 
-FLAX_CHILD = PREAMBLE + """
+# A Flax child up to `train_fn`, `state` and `batch`: this loop's step on the same model and batch.
+FLAX_SETUP = """
 import jax, jax.numpy as jnp, ml_collections
 jax.config.update("jax_default_matmul_precision", {precision!r})
 from gardener_jax import optim, train
@@ -94,13 +99,15 @@ del params
 rng = np.random.default_rng(0)
 batch = global_batch(mesh, dict(clips=rng.integers(0, 256, ({batch}, 16, 224, 224, 3), np.uint8),  # as pipelines give
                                 label=rng.integers(0, 400, {batch}).astype(np.int32)))
-""" + FLAX_TIMING
+"""
+FLAX_CHILD = PREAMBLE + FLAX_SETUP + FLAX_TIMING
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batches", default="1,2")
   parser.add_argument("--steps", type=int, default=2)
+  parser.add_argument("--rounds", type=int, default=1, help="processes per side, run in turn; medians reported")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--remat", action="store_true", help="rematerialise blocks in the backward pass")
   parser.add_argument("--peak_tflops", type=float, default=989.0,
@@ -118,10 +125,11 @@ def main():
   step_flops = 6 * gflops(ModelConfig.from_variant("vit_b", num_classes=400)) * 1e9  # forward + backward, per clip
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
-    torch_run = run_child(TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16,
-                                             tf32=args.tf32))
-    flax_run = run_child(FLAX_CHILD.format(root=root, batch=batch, steps=args.steps, dtype=args.dtype,
-                                           remat=args.remat, precision="tensorfloat32" if args.tf32 else "highest"))
+    runs = run_alternating(dict(
+        torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32),
+        flax=FLAX_CHILD.format(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
+                               precision="tensorfloat32" if args.tf32 else "highest")), args.rounds)
+    torch_run, flax_run = runs["torch"], runs["flax"]
     rows.append([args.dtype, batch, torch_run["seconds"], flax_run["seconds"],
                  flax_run["seconds"] / torch_run["seconds"],
                  torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
@@ -129,10 +137,11 @@ def main():
                  flax_run["first_peak_bytes"] / torch_run["first_peak_bytes"], flax_run["first_call"],
                  step_flops * batch / flax_run["seconds"] / 1e12,
                  step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
-  print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; "
-              f"{machine()} (peak: process RSS high-water mark during the timed steps over the post-import baseline "
-              f"on CPU, allocator peak on GPU; 'first-step ratio' also counts the first call: Flax's compilation, "
-              f"PyTorch's lazy optimiser state)",
+  print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; median of "
+              f"{args.steps} steps after the first, median over {args.rounds} process(es) per side run in turn; "
+              f"{machine()} (peak: on CPU the process RSS high-water mark during the timed steps over the RSS before "
+              f"the framework's import, free heap handed back first on both sides; on GPU the allocator peak; "
+              f"'first-step ratio' also counts the first call: Flax's compilation, PyTorch's lazy optimiser state)",
               ["precision", "batch", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
                "memory ratio", "first-step memory ratio", "Flax first call s", "Flax model TFLOP/s", "MFU"], rows)
 

@@ -18,6 +18,7 @@ What the loop guarantees, on one process or many:
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import json
@@ -101,7 +102,7 @@ def classification_loss(model: VideoMAE, num_classes: int, options: TrainOptions
 def _train_step(state: TrainState, batch: dict, rng, votes, *, loss_fn: LossFn, tx, schedule, accumulate: int):
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
-  grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), AXIS)
+  grads, loss, metrics = _mean_over_devices((grads, loss, metrics))
   grad_norm = optax.tree.norm(grads)  # with a finite gradient, AdamW's update is finite too
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   metrics.update(loss=loss, grad_norm=grad_norm, finite=finite, lr=schedule(state.step // accumulate),
@@ -111,6 +112,21 @@ def _train_step(state: TrainState, batch: dict, rng, votes, *, loss_fn: LossFn, 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
   return _unless_non_finite(finite, apply, state), metrics
+
+
+def _release_free_heap() -> None:
+  """Hands the C heap's free pages back to the OS (glibc's `malloc_trim`; elsewhere nothing). glibc keeps
+  what XLA's compiler freed, 0.2–0.4 GB of resident memory after a ViT-B step compiles."""
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+
+
+def _mean_over_devices(tree):
+  """`pmean` over the data axis; on a one-device mesh the tree as it is, because XLA keeps a one-device
+  all-reduce as a copy: a second gradient-sized buffer (340 MB for ViT-B)."""
+  return tree if jax.lax.axis_size(AXIS) == 1 else jax.lax.pmean(tree, AXIS)
 
 
 def _unless_non_finite(finite, apply, state):
@@ -254,6 +270,8 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
       state, metrics = train_step(state, next(iterator), rng, global_batch(mesh, {"votes": votes})["votes"])
       metrics = jax.device_get(metrics)
       done = step + 1
+      if step == start_step:
+        _release_free_heap()
       if not metrics["finite"]:
         kept = latest.latest_step()
         raise NonFiniteStep(

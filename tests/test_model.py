@@ -94,17 +94,20 @@ def test_per_head_attention_gradients_match_autodiff_of_softmax():
   from gardener_jax.models.videomae import attention_per_head
 
   rng = np.random.default_rng(0)
-  q, k, v, weights = (jax.numpy.asarray(rng.standard_normal((2, 50, 3, 8)), np.float32) for _ in range(4))
+  qkv, weights = (jax.numpy.asarray(rng.standard_normal(shape), np.float32) for shape in [(2, 50, 3, 3, 8),
+                                                                                          (2, 50, 3, 8)])
+  scale = 8**-0.5
 
-  def reference(q, k, v):
+  def reference(qkv):
+    q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1], qkv[:, :, 2]
     probabilities = jax.nn.softmax(jax.numpy.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
     return jax.numpy.einsum("bhqk,bkhd->bqhd", probabilities, v)
 
-  np.testing.assert_allclose(attention_per_head(q, k, v), reference(q, k, v), atol=2e-6)
-  ours = jax.grad(lambda *a: (attention_per_head(*a) * weights).sum(), argnums=(0, 1, 2))(q, k, v)
-  expected = jax.grad(lambda *a: (reference(*a) * weights).sum(), argnums=(0, 1, 2))(q, k, v)
-  for a, b in zip(ours, expected):
-    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(attention_per_head(qkv, scale), reference(qkv), atol=2e-6)
+  ours = jax.grad(lambda qkv: (attention_per_head(qkv, scale) * weights).sum())(qkv)
+  expected = jax.grad(lambda qkv: (reference(qkv) * weights).sum())(qkv)
+  assert ours.shape == qkv.shape
+  np.testing.assert_allclose(ours, expected, atol=2e-5, rtol=1e-5)
 
 
 def test_lean_gelu_and_layer_norm_match_autodiff_of_the_library_ones():
@@ -132,3 +135,39 @@ def test_lean_gelu_and_layer_norm_match_autodiff_of_the_library_ones():
   for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(params, x)),
                   jax.tree.leaves(jax.grad(loss(theirs), argnums=(0, 1))(params, x))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+
+
+def test_normalized_projection_matches_autodiff_and_keeps_only_the_normalised_input():
+  """LayerNorm → projection: autodiff's values and gradients, with one (tokens, width) residual, not two."""
+  import contextlib
+  import io
+
+  import flax.linen as nn
+  from jax.ad_checkpoint import print_saved_residuals
+
+  from gardener_jax.models.videomae import normalized_projection
+
+  rng = np.random.default_rng(1)
+  x = jax.numpy.asarray(rng.standard_normal((2, 50, 48)) * 3 + 1, np.float32)
+  scale, bias = (jax.numpy.asarray(rng.standard_normal(48), np.float32) for _ in range(2))
+  kernel = jax.numpy.asarray(rng.standard_normal((48, 72)), np.float32)
+  weights = jax.numpy.asarray(rng.standard_normal((2, 50, 72)), np.float32)
+
+  def reference(x, scale, bias, kernel):
+    normed = nn.LayerNorm(epsilon=1e-6).apply({"params": {"scale": scale, "bias": bias}}, x)
+    return normed @ kernel
+
+  ours = lambda x, scale, bias, kernel: normalized_projection(x, scale, bias, kernel, 1e-6)  # noqa: E731
+  np.testing.assert_allclose(ours(x, scale, bias, kernel), reference(x, scale, bias, kernel), rtol=1e-5, atol=2e-5)
+  grads = [jax.grad(lambda *a: (f(*a) * weights).sum(), argnums=(0, 1, 2, 3))(x, scale, bias, kernel)
+           for f in (ours, reference)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+  def token_sized_residuals(f):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+      print_saved_residuals(lambda *a: (f(*a) * weights).sum(), x, scale, bias, kernel)
+    return sum(line.startswith("f32[2,50,48] ") for line in printed.getvalue().splitlines())
+
+  assert token_sized_residuals(ours) == 1 and token_sized_residuals(reference) >= 2
