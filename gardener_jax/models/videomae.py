@@ -60,10 +60,11 @@ class PatchEmbed(nn.Module):
     return x.reshape(x.shape[0], -1, c.width)
 
 
-def _per_head(qkv):
-  """(batch, tokens, 3, heads, dim) → q, k, v as (batch · heads, tokens, dim) each."""
+def _per_head(qkv, scale: float):
+  """(batch, tokens, 3, heads, dim) → q · scale, k, v as (batch · heads, tokens, dim) each."""
   b, n, _, h, d = qkv.shape
-  return qkv.transpose(2, 0, 3, 1, 4).reshape(3, b * h, n, d)
+  q, k, v = qkv.transpose(2, 0, 3, 1, 4).reshape(3, b * h, n, d)
+  return q * scale, k, v
 
 
 def _head_forward(q, k, v):
@@ -96,8 +97,7 @@ def attention_per_head(qkv, scale: float):
 
 def _attention_forward(qkv, scale):
   b, n, _, h, d = qkv.shape
-  q, k, v = _per_head(qkv)
-  out, row_max, row_sum = jax.lax.map(lambda args: _head_forward(*args), (q * scale, k, v))
+  out, row_max, row_sum = jax.lax.map(lambda args: _head_forward(*args), _per_head(qkv, scale))
   return out.reshape(b, h, n, d).transpose(0, 2, 1, 3), (qkv, out, row_max, row_sum)
 
 
@@ -113,9 +113,8 @@ def _attention_backward(scale, residuals, grad_out):
     ds = (p * (dp - jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True))).astype(q.dtype)
     return ds @ k, ds.T @ q, dv
 
-  q, k, v = _per_head(qkv)
   grad_out = grad_out.transpose(0, 2, 1, 3).reshape(b * h, n, d)
-  dq, dk, dv = jax.lax.map(one_head, (q * scale, k, v, out, row_max, row_sum, grad_out))
+  dq, dk, dv = jax.lax.map(one_head, (*_per_head(qkv, scale), out, row_max, row_sum, grad_out))
   grads = jnp.stack([dq * scale, dk, dv]).reshape(3, b, h, n, d).transpose(1, 3, 0, 2, 4)
   return (grads.astype(qkv.dtype),)
 
