@@ -1,18 +1,21 @@
 """Finetuning throughput with the real input pipeline against the step alone, at a job config's sizes
 (default: the embedded demo's finetuning stage, its encoder pruned to --depth blocks), in one run.
 
-  python benchmarks/end_to_end.py [--config configs/demo.py] [--depth 3] [--steps 100] [--workers N]
+  python benchmarks/end_to_end.py [--config configs/demo.py] [--depth 3] [--steps 40] [--rounds 5] [--workers N]
 
 Rows, each the loop's own step (`train.compile_train_step` at `train.dtype`, metrics read back every
 step as `fit` does):
 - the step alone, on one batch of uint8 clips already on the devices;
 - the loop as it runs: the grain pipeline, `DevicePrefetch` (a thread reads the next batches and starts
-  their copy to the devices while the step runs), the step;
+  their copy to the devices while the step runs; it and grain's threads run at `data.input_nice`), the step;
+- the same with the input threads at the process's own priority (niceness 0);
 - the same without `DevicePrefetch`: the main thread takes each batch from grain (whose own threads
   read ahead), copies it, then runs the step;
 - the pipeline alone, no step: what its clips cost in CPU time.
-The ratio is each row's clips per second over the step alone's; "cores busy" is the process's CPU
-time over the wall time.
+Each round times every row for --steps steps, in turn, after --warmup steps that empty what its
+pipeline read ahead while other rows ran; the table gives each row's median over the rounds (this
+machine's speed drifts over minutes, so rows measured minutes apart do not compare). The ratio is each
+row's clips per second over the step alone's; "cores busy" is the process's CPU time over the wall time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import dataclasses
 import functools
 import itertools
 import pathlib
+import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -39,8 +43,10 @@ from gardener_jax.sharding import global_batch, make_mesh, replicated  # noqa: E
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "job config (a configs/*.py file)")
 _DEPTH = flags.DEFINE_integer("depth", 3, "encoder blocks (the demo finetunes 3 of 6)", lower_bound=1)
-_STEPS = flags.DEFINE_integer("steps", 100, "timed steps per row", lower_bound=1)
-_WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps before each row (compilation, workers starting)")
+_STEPS = flags.DEFINE_integer("steps", 40, "timed steps per row and round", lower_bound=1)
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "rounds over the rows; medians reported", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 10, "untimed steps before each row in each round (compilation, "
+                               "workers starting, batches read ahead)")
 _WORKERS = flags.DEFINE_integer("workers", None, "grain worker processes; default data.workers of the config")
 
 
@@ -73,22 +79,36 @@ def main(_):
     return iter(pipelines.train(splits.train, batch_size // jax.process_count()))
 
   resident = put(next(pipeline_batches()))
-  warmup, steps = _WARMUP.value, _STEPS.value
-  rates = {"step alone (one batch already on the devices)": batch_rate(itertools.repeat(resident), steps, warmup, step)}
-  prefetch = input_pipeline.DevicePrefetch(pipeline_batches(), put)
-  rates["grain pipeline → DevicePrefetch → step (the loop)"] = batch_rate(prefetch, steps, warmup, step)
-  prefetch.close()
-  rates["grain pipeline → copy → step, without DevicePrefetch"] = batch_rate(map(put, pipeline_batches()), steps,
-                                                                            warmup, step)
-  rates["grain pipeline alone, no step"] = batch_rate(pipeline_batches(), steps, warmup)
-  alone = next(iter(rates.values())).clips_per_sec
+  alone_row = "step alone (one batch already on the devices)"
+  loop_row = f"grain pipeline → DevicePrefetch → step (the loop; input at niceness {pipelines.input_nice})"
+  rows = {  # name → (batches, consume)
+      alone_row: (itertools.repeat(resident), step),
+      loop_row: (input_pipeline.DevicePrefetch(pipeline_batches(), put, nice=pipelines.input_nice), step),
+      "the loop, input at the process's priority (niceness 0)":
+          (input_pipeline.DevicePrefetch(pipeline_batches(), put), step),
+      "grain pipeline → copy → step, without DevicePrefetch": (map(put, pipeline_batches()), step),
+      "grain pipeline alone, no step": (pipeline_batches(), None),
+  }
+  rounds = {name: [] for name in rows}
+  for _ in range(_ROUNDS.value):
+    for name, (batches, consume) in rows.items():
+      rounds[name].append(batch_rate(batches, _STEPS.value, _WARMUP.value, consume))
+  for batches, _ in rows.values():
+    if isinstance(batches, input_pipeline.DevicePrefetch):
+      batches.close()
+  rates = {name: [statistics.median(getattr(r, field) for r in runs) for field in ("clips_per_sec", "cores_busy")]
+           for name, runs in rounds.items()}
+  alone = rates[alone_row][0]
   spec = pipelines.train_spec
   print_table(f"Finetuning clips / s, depth {model_config.depth}, width {model_config.width}, "
               f"{spec.num_frames} × {spec.image_size}², batch {batch_size}, {dtype.name}, {workers} grain workers, "
-              f"{jax.device_count()} {jax.devices()[0].platform} device(s), over {steps} steps after {warmup}; "
-              f"{machine()}", ["", "clips / s", "ratio to the step alone", "cores busy", "CPU ms / clip"],
-              [[name, r.clips_per_sec, r.clips_per_sec / alone, r.cores_busy, r.cpu_ms_per_clip]
-               for name, r in rates.items()])
+              f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of {_ROUNDS.value} rounds of "
+              f"{_STEPS.value} steps per row, each after {_WARMUP.value}; {machine()}",
+              ["", "clips / s", "ratio to the step alone", "cores busy", "CPU ms / clip"],
+              [[name, rate, rate / alone, cores, 1e3 * cores / rate] for name, (rate, cores) in rates.items()])
+  ratios = [looped.clips_per_sec / stepped.clips_per_sec
+            for looped, stepped in zip(rounds[loop_row], rounds[alone_row])]
+  print(f"the loop over the step alone, round by round: {', '.join(f'{r:.3f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ class Evaluator:
 
   def __call__(self, params) -> dict:
     start = time.perf_counter()
-    batches = input_pipeline.DevicePrefetch(self._local_batches(), self._put)
+    batches = input_pipeline.DevicePrefetch(self._local_batches(), self._put, nice=self.pipelines.input_nice)
     gathered = []
     try:
       for inputs, host in batches:

@@ -244,7 +244,8 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
   latest = _latest_manager(workdir, options.checkpoint_every)
   best = _best_manager(workdir, evaluators["val"].selection) if "val" in evaluators else None
   local_batches = pipelines.train(train_source, options.batch_size // jax.process_count())
-  iterator = input_pipeline.DevicePrefetch(iter(local_batches), functools.partial(global_batch, mesh))
+  iterator = input_pipeline.DevicePrefetch(iter(local_batches), functools.partial(global_batch, mesh),
+                                          nice=pipelines.input_nice)
   state = _restore(latest, state, iterator)
   start_step = int(state.step)
   log = _MetricsLog(workdir / "metrics.jsonl", start_step)

@@ -1,8 +1,12 @@
 """Video data: builders on tiny videos written with PyAV, VideoMAE sampling, the grain pipelines."""
 
 import dataclasses
+import os
+import sys
+import threading
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -223,6 +227,28 @@ def test_device_prefetch_ends_with_its_stream_and_raises_its_errors():
   for _ in range(2):  # and again: the error is not lost to a later call
     with pytest.raises(video_io.VideoError, match="broken.mp4"):
       next(prefetch)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness per thread is Linux's")
+def test_device_prefetch_reads_at_low_priority_and_leaves_the_caller_alone():
+  def niceness():
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+  def batches():
+    started = []
+    thread = threading.Thread(target=lambda: started.append(niceness()))  # as grain's reading threads start
+    thread.start()
+    thread.join()
+    yield {"reader": niceness(), "started": started[0]}
+
+  caller = niceness()
+  assert next(input_pipeline.DevicePrefetch(batches(), dict, nice=19)) == {"reader": 19, "started": 19}
+  assert next(input_pipeline.DevicePrefetch(batches(), dict)) == {"reader": caller, "started": caller}
+  assert niceness() == caller
+  config = ml_collections.ConfigDict(dict(num_frames=4, sampling_rate=2, image_size=32, augment=False, flip=False,
+                                          min_crop_area=0.5, num_clips=1, num_crops=1, workers=0,
+                                          eval_batch_size=4))
+  assert input_pipeline.pipelines_from_config(config, seed=0).input_nice == 19  # the default where unset
 
 
 def test_clips_stay_uint8_until_the_device_normalises_them(synthetic_source):

@@ -8,7 +8,9 @@ Only the frames a clip samples are decoded (with `scaled_decode`, frames stored 
 size a clip needs at a reduced scale). Clips leave the pipeline as uint8 RGB (a quarter of float32's bytes
 to copy to the devices); the step normalises them there (`sampling.normalize`). Each process reads a
 disjoint shard; a seed fixes the order; decoding runs in worker processes with prefetch, and
-`DevicePrefetch` puts the next batches on the devices while the step runs. A training video whose
+`DevicePrefetch` puts the next batches on the devices while the step runs; its thread, and the threads
+and worker processes it starts, run at a low CPU priority (`input_nice`), so that where the input and the
+step share cores (a CPU-only host) the step's threads take them first. A training video whose
 stored frames cannot be decoded is counted, logged once and skipped; an eval video is kept as a
 placeholder marked invalid, so that evaluation can count it and every process knows its number of
 batches.
@@ -20,7 +22,9 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import queue
+import sys
 import threading
 from typing import Any, Callable, Iterator
 
@@ -171,6 +175,9 @@ class Pipelines:
   seed: int = 0
   workers: int = 0
   eval_batch_size: int = 8  # global: split over the processes, rounded up to fill every device
+  # The niceness of the threads and worker processes that read the input (Linux; 0: the process's own).
+  # At 19 they get a core only where the step's threads leave one idle.
+  input_nice: int = 19
 
   def train(self, source, batch_size: int) -> Pipeline:
     return train_pipeline(source, self.train_spec, batch_size, self.seed, jax.process_index(), jax.process_count(),
@@ -187,7 +194,7 @@ def pipelines_from_config(data, seed: int) -> Pipelines:
                         min_crop_area=data.min_crop_area, scaled_decode=scaled_decode)
   eval_spec = ClipSpec(data.num_frames, data.sampling_rate, data.image_size, data.num_clips, data.num_crops, False,
                        scaled_decode=scaled_decode)
-  return Pipelines(train_spec, eval_spec, seed, data.workers, data.eval_batch_size)
+  return Pipelines(train_spec, eval_spec, seed, data.workers, data.eval_batch_size, data.get("input_nice", 19))
 
 
 def _shard(source, shard_index: int, shard_count: int) -> grain.MapDataset:
@@ -238,10 +245,23 @@ def _sharded_eval_views(position: int, example: dict, spec: ClipSpec, shard_inde
   return eval_views(example, position * shard_count + shard_index, spec)
 
 
+def lower_thread_priority(nice: int) -> None:
+  """Raises the calling thread's niceness to `nice` (never lowers it). Linux only, where niceness is per
+  thread and the threads and processes a thread starts inherit it; elsewhere nothing changes."""
+  if not nice or sys.platform != "linux":
+    return
+  thread = threading.get_native_id()
+  try:
+    os.setpriority(os.PRIO_PROCESS, thread, max(nice, os.getpriority(os.PRIO_PROCESS, thread)))
+  except OSError as e:
+    logging.warning("input threads keep the process's CPU priority: %s", e)
+
+
 class DevicePrefetch:
   """The batches of `batches` passed through `put` (which starts their copy to the devices) by a
   thread that runs up to `size` + 1 batches ahead (`size` queued, one waiting), so that reading,
-  copying and the step overlap.
+  copying and the step overlap. That thread runs at niceness `nice`, and so do grain's reading threads
+  and workers, which it starts.
 
   For checkpoints it is an iterator with grain's state interface: `get_state()` is the state of the
   underlying stream after the last batch handed out, not after the ones read ahead, so a resumed run
@@ -250,8 +270,8 @@ class DevicePrefetch:
 
   _DONE = object()
 
-  def __init__(self, batches: Iterator[dict], put: Callable[[dict], Any], size: int = 2):
-    self._batches, self._put, self._size = batches, put, size
+  def __init__(self, batches: Iterator[dict], put: Callable[[dict], Any], size: int = 2, nice: int = 0):
+    self._batches, self._put, self._size, self._nice = batches, put, size, nice
     self._queue: queue.Queue | None = None
     self._stop = threading.Event()
     self._state = None  # the stream's state after the last batch handed out (None: not started)
@@ -265,6 +285,7 @@ class DevicePrefetch:
     threading.Thread(target=self._read, daemon=True, name="device-prefetch").start()
 
   def _read(self):
+    lower_thread_priority(self._nice)
     try:
       for batch in self._batches:
         item = (self._put(batch), self._stream_state())
