@@ -6,6 +6,7 @@ import ctypes
 import dataclasses
 import itertools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -87,22 +88,29 @@ def reset_peak_rss() -> None:
     f.write("5")
 
 
-def run_child(code: str) -> dict:
-  """Runs `code` in a fresh interpreter (so peak memory is its own); it prints one JSON line last."""
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+def run_child(code: str, glibc_tunables: str = "") -> dict:
+  """Runs `code` in a fresh interpreter (so peak memory is its own); it prints one JSON line last.
+  `glibc_tunables`, if given, is the child's GLIBC_TUNABLES (glibc reads it only as a process starts)."""
+  env = {**os.environ, "GLIBC_TUNABLES": glibc_tunables} if glibc_tunables else None
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
   if out.returncode:
     raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_alternating(codes: dict[str, str], rounds: int) -> dict[str, dict]:
+def tunables_note(glibc_tunables: str) -> str:
+  """For a table's title: the GLIBC_TUNABLES both sides ran with, if any."""
+  return f"GLIBC_TUNABLES={glibc_tunables} on both sides; " if glibc_tunables else ""
+
+
+def run_alternating(codes: dict[str, str], rounds: int, glibc_tunables: str = "") -> dict[str, dict]:
   """Runs each child of `codes` (name → code) once per round, in turn, and gives each name the median of
   every number its children printed: on a machine whose speed drifts, alternating keeps the drift from
-  landing on one side."""
+  landing on one side. `glibc_tunables` is passed to every child alike."""
   runs = {name: [] for name in codes}
   for _ in range(rounds):
     for name, code in codes.items():
-      runs[name].append(run_child(code))
+      runs[name].append(run_child(code, glibc_tunables))
   return {name: {key: statistics.median(run[key] for run in results) for key in results[0]}
           for name, results in runs.items()}
 
@@ -110,8 +118,6 @@ def run_alternating(codes: dict[str, str], rounds: int) -> dict[str, dict]:
 def machine() -> str:
   """The CPU model and core count (and the GPU where torch sees one) and the library versions, for
   every table's title: ratios differ between machines (SPEC §9)."""
-  import os
-
   import jax
   import torch
   import transformers

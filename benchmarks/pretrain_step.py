@@ -16,10 +16,11 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_alternating  # noqa: E402
+from benchmarks.common import machine, print_table, run_alternating, tunables_note  # noqa: E402
 from benchmarks.train_step import FLAX_TIMING, PREAMBLE  # noqa: E402
 
-TORCH_CHILD = PREAMBLE + """
+# A PyTorch child up to `step()`: one AdamW step of HuggingFace VideoMAEForPreTraining (SDPA) on one batch.
+TORCH_SETUP = """
 import contextlib, torch, transformers
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 is float32 (SPEC §9)
 torch.manual_seed(0)
@@ -46,6 +47,8 @@ def step():
   if device == "cuda":
     torch.cuda.synchronize()
   return float(loss)
+"""
+TORCH_CHILD = PREAMBLE + TORCH_SETUP + """
 start = time.perf_counter(); step(); first_call = time.perf_counter() - start
 first_peak = peak_rss_bytes() - before
 reset_peak_rss()
@@ -57,7 +60,8 @@ print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_ca
                       first_peak_bytes=first_peak if device == "cpu" else peak)))
 """
 
-FLAX_CHILD = PREAMBLE + """
+# A Flax child up to `train_fn`, `state` and `batch`: this loop's masked-pretraining step.
+FLAX_SETUP = """
 import jax, jax.numpy as jnp, ml_collections
 jax.config.update("jax_default_matmul_precision", "highest" if {dtype!r} == "float32" else "default")  # no TF32
 from gardener_jax import optim, pretrain, train
@@ -77,7 +81,8 @@ del params
 rng = np.random.default_rng(0)
 batch = global_batch(mesh, dict(clips=rng.integers(0, 256, ({batch}, 16, 224, 224, 3), np.uint8),  # as pipelines give
                                 label=np.zeros({batch}, np.int32)))
-""" + FLAX_TIMING
+"""
+FLAX_CHILD = PREAMBLE + FLAX_SETUP + FLAX_TIMING
 
 
 def main():
@@ -85,13 +90,16 @@ def main():
   parser.add_argument("--batches", default="1,2")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--rounds", type=int, default=1, help="processes per side, run in turn; medians reported")
+  parser.add_argument("--glibc_tunables", default="",
+                      help="GLIBC_TUNABLES for both sides' processes (see train_step.py)")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype)
-    runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), flax=FLAX_CHILD.format(**fill)), args.rounds)
+    runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), flax=FLAX_CHILD.format(**fill)), args.rounds,
+                           args.glibc_tunables)
     torch_run, flax_run = runs["torch"], runs["flax"]
     rows.append([batch, args.dtype, torch_run["seconds"], flax_run["seconds"],
                  flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,
@@ -100,7 +108,8 @@ def main():
   precision = "bfloat16 (PyTorch: autocast)" if args.dtype == "bfloat16" else "float32, no TF32"
   print_table(f"ViT-B masked-pretraining step (16×224², ratio 0.9, AdamW), both sides {precision}, PyTorch "
               f"attention SDPA; median of {args.steps} steps after the first, median over {args.rounds} process(es) "
-              f"per side run in turn; {machine()}",
+              f"per side run in turn; {tunables_note(args.glibc_tunables)}"
+              f"{machine()}",
               ["batch", "precision", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
                "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
 

@@ -1,8 +1,8 @@
-"""Where the time of a ViT-B train step goes (16 × 224², AdamW, float32, the step of `train_step.py`):
-each side profiled over one step after two warm-up steps, in its own process, in one run; op time
-grouped by what the ops do.
+"""Where the time of a ViT-B train step goes (16 × 224², AdamW, float32, the step of `train_step.py`, or
+with --pretrain the masked-pretraining step of `pretrain_step.py`): each side profiled over one step
+after two warm-up steps, in its own process, in one run; op time grouped by what the ops do.
 
-  python benchmarks/profile_step.py [--batch 1]
+  python benchmarks/profile_step.py [--batch 1] [--pretrain]
 
 PyTorch: torch.profiler's self time per aten op (ops run one after another, each on every core).
 Flax: the XLA CPU runtime's trace, one event per HLO instruction of the compiled step, named after its
@@ -21,13 +21,14 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, print_table, run_child  # noqa: E402
-from benchmarks.train_step import FLAX_SETUP, PREAMBLE, TORCH_SETUP  # noqa: E402
+from benchmarks import pretrain_step, train_step  # noqa: E402
 
 CATEGORIES = ("linear layers (matmuls)", "attention", "layout copies", "zero fills",
               "block weights out of / activations into the stacked arrays", "everything else (norms, GELU, residual "
               "adds, loss, AdamW)", "outside every op's event (runtime, waits; Flax: weight-gradient matmuls)")
 
-TORCH_PROFILE = PREAMBLE + TORCH_SETUP + """
+# Each profile follows a child's setup (`train_step` or `pretrain_step`), which defines `step()` or `train_fn`.
+TORCH_PROFILE = """
 from torch.profiler import ProfilerActivity, profile
 step(); step()
 with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -50,7 +51,7 @@ seconds[6] = max(0.0, wall - sum(seconds.values()))
 print(json.dumps(dict(wall=wall, seconds=seconds)))
 """
 
-FLAX_PROFILE = PREAMBLE + FLAX_SETUP + """
+FLAX_PROFILE = """
 import collections, glob, gzip, re, tempfile
 votes = global_batch(mesh, dict(v=np.zeros(jax.local_device_count(), np.int32)))["v"]
 key = jax.random.key(0)
@@ -95,15 +96,20 @@ print(json.dumps(dict(wall=wall, seconds=seconds)))
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--pretrain", action="store_true",
+                      help="the masked-pretraining step (ratio 0.9, decoder 384 × 4)")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
-  torch_run = run_child(TORCH_PROFILE.format(root=root, batch=args.batch, autocast=False, tf32=False))
-  flax_run = run_child(FLAX_PROFILE.format(root=root, batch=args.batch, dtype="float32", remat=False,
-                                           precision="highest"))
+  job = pretrain_step if args.pretrain else train_step
+  fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, dtype="float32", remat=False,
+              precision="highest")
+  torch_run = run_child((train_step.PREAMBLE + job.TORCH_SETUP + TORCH_PROFILE).format(**fill))
+  flax_run = run_child((train_step.PREAMBLE + job.FLAX_SETUP + FLAX_PROFILE).format(**fill))
   rows = [[name, torch_run["seconds"].get(str(i), 0.0), flax_run["seconds"].get(str(i), 0.0)]
           for i, name in enumerate(CATEGORIES)]
   rows.append(["the step (wall)", torch_run["wall"], flax_run["wall"]])
-  print_table(f"ViT-B train step, batch {args.batch}, 16×224², AdamW, float32 (no TF32) on both sides: seconds of op "
+  print_table(f"ViT-B {'masked-pretraining' if args.pretrain else 'train'} step, batch {args.batch}, 16×224², "
+              f"AdamW, float32 (no TF32) on both sides: seconds of op "
               f"time by what the ops do (Flax's ops may overlap on different cores; see the docstring); {machine()}",
               ["", "PyTorch s", "Flax s"], rows)
 

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_alternating  # noqa: E402
+from benchmarks.common import machine, print_table, run_alternating, tunables_note  # noqa: E402
 
 PREAMBLE = """
 import json, sys, time
@@ -108,6 +108,10 @@ def main():
   parser.add_argument("--batches", default="1,2")
   parser.add_argument("--steps", type=int, default=2)
   parser.add_argument("--rounds", type=int, default=1, help="processes per side, run in turn; medians reported")
+  parser.add_argument("--glibc_tunables", default="",
+                      help="GLIBC_TUNABLES for both sides' processes, e.g. glibc.malloc.hugetlb=1 (on CPU XLA maps its "
+                           "temporaries afresh every step; where transparent huge pages are 'madvise', every 4 KiB "
+                           "page of them faults in)")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--remat", action="store_true", help="rematerialise blocks in the backward pass")
   parser.add_argument("--peak_tflops", type=float, default=989.0,
@@ -128,7 +132,8 @@ def main():
     runs = run_alternating(dict(
         torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32),
         flax=FLAX_CHILD.format(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
-                               precision="tensorfloat32" if args.tf32 else "highest")), args.rounds)
+                               precision="tensorfloat32" if args.tf32 else "highest")), args.rounds,
+        args.glibc_tunables)
     torch_run, flax_run = runs["torch"], runs["flax"]
     rows.append([args.dtype, batch, torch_run["seconds"], flax_run["seconds"],
                  flax_run["seconds"] / torch_run["seconds"],
@@ -139,6 +144,7 @@ def main():
                  step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
   print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; median of "
               f"{args.steps} steps after the first, median over {args.rounds} process(es) per side run in turn; "
+              f"{tunables_note(args.glibc_tunables)}"
               f"{machine()} (peak: on CPU the process RSS high-water mark during the timed steps over the RSS before "
               f"the framework's import, free heap handed back first on both sides; on GPU the allocator peak; "
               f"'first-step ratio' also counts the first call: Flax's compilation, PyTorch's lazy optimiser state)",
