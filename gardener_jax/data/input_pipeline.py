@@ -194,7 +194,8 @@ def pipelines_from_config(data, seed: int) -> Pipelines:
                         min_crop_area=data.min_crop_area, scaled_decode=scaled_decode)
   eval_spec = ClipSpec(data.num_frames, data.sampling_rate, data.image_size, data.num_clips, data.num_crops, False,
                        scaled_decode=scaled_decode)
-  return Pipelines(train_spec, eval_spec, seed, data.workers, data.eval_batch_size, data.get("input_nice", 19))
+  return Pipelines(train_spec, eval_spec, seed, data.workers, data.eval_batch_size,
+                   data.get("input_nice", Pipelines.input_nice))
 
 
 def _shard(source, shard_index: int, shard_count: int) -> grain.MapDataset:
