@@ -3,9 +3,12 @@ this loop's step against HuggingFace VideoMAEForPreTraining + torch AdamW on equ
 the same precision (bfloat16: PyTorch under autocast; float32: no TF32 on either side), batch, mask
 count and device, PyTorch's SDPA
 attention, host → device copies on neither side (inputs are on the device before timing), the first
-call on its own row, the median of the timed steps; memory as in `train_step.py`.
+call on its own row, the median of the timed steps; memory as in `train_step.py`. Flax runs with its blocks'
+parameters stacked and scanned (the checkpoints' layout, `train.scan_blocks = True`) and one subtree per block
+(`train.scan_blocks = False`), each against the same PyTorch processes.
 
   python benchmarks/pretrain_step.py [--batches 1,2] [--steps 3] [--rounds 1] [--dtype float32|bfloat16]
+      [--layouts scanned,per_block]
 """
 
 from __future__ import annotations
@@ -67,14 +70,16 @@ jax.config.update("jax_default_matmul_precision", "highest" if {dtype!r} == "flo
 from gardener_jax import optim, pretrain, train
 from gardener_jax.models import DecoderConfig, ModelConfig
 from gardener_jax.models.pretraining import VideoMAEPretraining, init_pretraining_params
+from gardener_jax.models.videomae import per_block
 from gardener_jax.sharding import global_batch, make_mesh, replicated
 config = ModelConfig.from_variant("vit_b", use_mean_pooling=False, decoder=DecoderConfig())
-params = init_pretraining_params(config, 0, 0.9)
+params = train.master_weights(init_pretraining_params(config, 0, 0.9))  # host arrays, as `train.fit` makes them
+params = params if {scan_blocks} else per_block(params)
 optim_config = ml_collections.ConfigDict(dict(lr=1.5e-4, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.95,
                                               clip_norm=0.0, layer_decay=1.0, accumulate=1))
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = make_mesh()
-model = VideoMAEPretraining(config, dtype=jnp.dtype({dtype!r}))
+model = VideoMAEPretraining(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks})
 train_fn = train.compile_train_step(mesh, pretrain.masked_reconstruction_loss(model, 0.9), tx, schedule)
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 del params
@@ -93,26 +98,31 @@ def main():
   parser.add_argument("--glibc_tunables", default="",
                       help="GLIBC_TUNABLES for both sides' processes (see train_step.py)")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--layouts", default="scanned,per_block",
+                      help="Flax's block layouts to time: scanned (stacked, nn.scan), per_block (one subtree each)")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
+  layouts = args.layouts.split(",")
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype)
-    runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), flax=FLAX_CHILD.format(**fill)), args.rounds,
-                           args.glibc_tunables)
-    torch_run, flax_run = runs["torch"], runs["flax"]
-    rows.append([batch, args.dtype, torch_run["seconds"], flax_run["seconds"],
-                 flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,
-                 flax_run["peak_bytes"] / 2**30,
-                 flax_run["peak_bytes"] / torch_run["peak_bytes"], torch_run["first_call"], flax_run["first_call"]])
+    runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), **{
+        layout: FLAX_CHILD.format(**fill, scan_blocks=layout == "scanned") for layout in layouts}), args.rounds,
+        args.glibc_tunables)
+    torch_run = runs["torch"]
+    for layout in layouts:
+      flax_run = runs[layout]
+      rows.append([batch, args.dtype, layout, torch_run["seconds"], flax_run["seconds"],
+                   flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,
+                   flax_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / torch_run["peak_bytes"],
+                   torch_run["first_call"], flax_run["first_call"]])
   precision = "bfloat16 (PyTorch: autocast)" if args.dtype == "bfloat16" else "float32, no TF32"
   print_table(f"ViT-B masked-pretraining step (16×224², ratio 0.9, AdamW), both sides {precision}, PyTorch "
               f"attention SDPA; median of {args.steps} steps after the first, median over {args.rounds} process(es) "
-              f"per side run in turn; {tunables_note(args.glibc_tunables)}"
-              f"{machine()}",
-              ["batch", "precision", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
-               "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
-
+              f"per configuration run in turn (one PyTorch process per round for both Flax layouts); "
+              f"{tunables_note(args.glibc_tunables)}{machine()}",
+              ["batch", "precision", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
+               "Flax peak GiB", "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
 
 if __name__ == "__main__":
   main()

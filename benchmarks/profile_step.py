@@ -98,17 +98,20 @@ def main():
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--pretrain", action="store_true",
                       help="the masked-pretraining step (ratio 0.9, decoder 384 × 4)")
+  parser.add_argument("--per_block", action="store_true",
+                      help="with --pretrain: Flax's blocks one subtree each (train.scan_blocks = False), not scanned")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   job = pretrain_step if args.pretrain else train_step
   fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, dtype="float32", remat=False,
-              precision="highest")
+              precision="highest", scan_blocks=not args.per_block)
   torch_run = run_child((train_step.PREAMBLE + job.TORCH_SETUP + TORCH_PROFILE).format(**fill))
   flax_run = run_child((train_step.PREAMBLE + job.FLAX_SETUP + FLAX_PROFILE).format(**fill))
   rows = [[name, torch_run["seconds"].get(str(i), 0.0), flax_run["seconds"].get(str(i), 0.0)]
           for i, name in enumerate(CATEGORIES)]
   rows.append(["the step (wall)", torch_run["wall"], flax_run["wall"]])
-  print_table(f"ViT-B {'masked-pretraining' if args.pretrain else 'train'} step, batch {args.batch}, 16×224², "
+  blocks = ' (Flax: one subtree per block)' if args.pretrain and args.per_block else ''
+  print_table(f"ViT-B {'masked-pretraining' if args.pretrain else 'train'} step{blocks}, batch {args.batch}, 16×224², "
               f"AdamW, float32 (no TF32) on both sides: seconds of op "
               f"time by what the ops do (Flax's ops may overlap on different cores; see the docstring); {machine()}",
               ["", "PyTorch s", "Flax s"], rows)

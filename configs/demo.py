@@ -26,7 +26,8 @@ def optim(lr: float, warmup_steps: int) -> ml_collections.ConfigDict:
 def train(epochs: int, batch_size: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       batch_size=batch_size, epochs=epochs, log_every=5, checkpoint_every=50, eval_every_epochs=max(1, epochs // 4),
-      label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, dtype="float32", save_dtype=""))
+      label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, dtype="float32", save_dtype="",
+      scan_blocks=True))  # False: the blocks' params one subtree each while training, not stacked (train.fit)
 
 
 def mae(mask_ratio: float, width: int, depth: int, num_heads: int) -> ml_collections.ConfigDict:

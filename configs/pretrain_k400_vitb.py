@@ -29,7 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
   batch = 2048
   config.train = ml_collections.ConfigDict(dict(
       batch_size=batch, epochs=800, log_every=50, checkpoint_every=500, eval_every_epochs=20, label_smoothing=0.0,
-      mixup_alpha=0.0, cutmix_alpha=0.0, dtype="bfloat16", save_dtype=""))
+      mixup_alpha=0.0, cutmix_alpha=0.0, dtype="bfloat16", save_dtype="",
+      # False: one parameter subtree per block while training, no scan (on a 2-core CPU, float32: 0.82–0.86 × the
+      # scanned step's time, 0.71 × its temporaries; README); not measured on accelerators.
+      scan_blocks=True))
   config.optim = ml_collections.ConfigDict(dict(
       lr=1.5e-4 * batch / 256, warmup_steps=40 * KINETICS_TRAIN_VIDEOS // batch, weight_decay=0.05, b1=0.9, b2=0.95,
       clip_norm=0.0, layer_decay=1.0, accumulate=1))

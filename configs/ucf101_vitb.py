@@ -33,7 +33,8 @@ def get_config(removed: str = "3") -> ml_collections.ConfigDict:
       calibration_clips=8))  # clips of the training split for block_influence, angular_distance
   config.train = ml_collections.ConfigDict(dict(
       batch_size=64, epochs=EPOCHS_BY_REMOVED[removed], log_every=20, checkpoint_every=200,
-      eval_every_epochs=1, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, dtype="bfloat16", save_dtype=""))
+      eval_every_epochs=1, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, dtype="bfloat16", save_dtype="",
+      scan_blocks=True))  # False: one parameter subtree per block while training (see pretrain_k400_vitb.py)
   config.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=100, weight_decay=0.05, b1=0.9, b2=0.999, clip_norm=0.0, layer_decay=1.0, accumulate=1))
   return config

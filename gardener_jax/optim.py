@@ -12,11 +12,13 @@ import optax
 
 def layer_ids(params, depth: int):
   """Per leaf, the layer it belongs to: 0 patch embedding, 1..depth the blocks (an array along the
-  stacked depth axis), depth + 1 the final norm and the head."""
+  stacked depth axis, or block i's number in the `per_block` layout), depth + 1 the final norm and the head."""
   def layer(path, leaf):
     top = path[0].key
     if top == "patch_embed":
       return np.zeros((), np.int32)
+    if top == "blocks" and path[1].key.isdigit():
+      return np.full((), int(path[1].key) + 1, np.int32)
     if top == "blocks":
       return np.arange(1, depth + 1, dtype=np.int32).reshape((depth,) + (1,) * (np.ndim(leaf) - 1))
     return np.full((), depth + 1, np.int32)

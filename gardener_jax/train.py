@@ -43,6 +43,7 @@ from gardener_jax.checkpoint import cast_floats
 from gardener_jax.data import input_pipeline, sampling
 from gardener_jax.evaluate import Evaluator, Selection, classification_evaluator
 from gardener_jax.models import ModelConfig, VideoMAE
+from gardener_jax.models.videomae import per_block, stacked as stacked_blocks
 from gardener_jax.sharding import AXIS, global_batch, make_mesh, replicated
 
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]  # (params, batch, rng) → (loss, metrics)
@@ -220,8 +221,12 @@ def _restore(latest: ocp.CheckpointManager, state: TrainState, iterator) -> Trai
 
 
 def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[str, Evaluator], config, seed: int,
-        workdir, pipelines) -> dict:
+        workdir, pipelines, scan_blocks: bool = True) -> dict:
   """Trains `params` on `train_source` with `loss_fn`; returns the final params, metrics and history.
+
+  `params` come and go in the checkpoints' layout (blocks stacked); with `scan_blocks` False the loop keeps
+  them, the optimiser state and the latest checkpoint in the `per_block` layout, which `loss_fn` and the
+  evaluators' models must read (`scan_blocks=False`); `best/` holds them stacked.
 
   `evaluators`: optional 'val' (evaluated every `train.eval_every_epochs` and at the end; chooses
   `best/` by its `selection`) and 'test' (evaluated once, on the final params). `config` carries `train`
@@ -237,7 +242,8 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
     raise ValueError(f"train.batch_size {options.batch_size} is not a multiple of the {jax.device_count()} devices")
   steps_per_epoch = max(1, len(train_source) // options.batch_size)
   total_steps = steps_per_epoch * config.train.epochs
-  params = master_weights(params)
+  params = master_weights(params) if scan_blocks else per_block(master_weights(params))
+  checkpoint_layout = (lambda tree: tree) if scan_blocks else stacked_blocks
   tx, schedule = optim_lib.make_optimizer(config.optim, params, depth, total_steps // max(1, config.optim.accumulate))
   train_step = compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate)
   state = jax.device_put(init_state(params, tx), replicated(mesh))
@@ -256,7 +262,7 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
     metrics = evaluators[name](params)
     log({"step": step, "epoch": step / steps_per_epoch, **{f"{name}_{k}": v for k, v in metrics.items()}})
     if name == "val":
-      best.save(step, args=ocp.args.StandardSave(params), metrics=metrics)
+      best.save(step, args=ocp.args.StandardSave(checkpoint_layout(params)), metrics=metrics)
     return metrics
 
   flag = _SigtermFlag()
@@ -304,19 +310,22 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
     latest.close()
     if best:
       best.close()
-  return {"params": jax.device_get(state.params), "test": final.get("test"), "val": final.get("val"),
+  return {"params": jax.device_get(checkpoint_layout(state.params)), "test": final.get("test"), "val": final.get("val"),
           "best_step": best_step, "train_clips_per_sec": clips_per_sec,
           "steps": total_steps, "history": log.history}
 
 
 def fit_classifier(*, model_config: ModelConfig, params, splits, config, seed: int, workdir, pipelines) -> dict:
   """`fit` for video classification: cross-entropy on `splits.train`, WAR on `splits.val` (chooses
-  `best/`) and `splits.test` (`data.sources.Splits`); compute dtype `train.dtype`."""
+  `best/`) and `splits.test` (`data.sources.Splits`); compute dtype `train.dtype`, block layout
+  `train.scan_blocks` (default True)."""
   mesh = make_mesh()
-  model = VideoMAE(model_config, dtype=jnp.dtype(config.train.dtype))
+  scan_blocks = config.train.get("scan_blocks", True)
+  model = VideoMAE(model_config, dtype=jnp.dtype(config.train.dtype), scan_blocks=scan_blocks)
   num_classes = len(splits.names)
   evaluators = {name: classification_evaluator(mesh, model, source, pipelines, num_classes, name)
                 for name, source in (("val", splits.val), ("test", splits.test)) if source is not None}
   loss_fn = classification_loss(model, num_classes, TrainOptions.from_config(config.train))
   return fit(params=params, loss_fn=loss_fn, depth=model_config.depth, train_source=splits.train,
-             evaluators=evaluators, config=config, seed=seed, workdir=workdir, pipelines=pipelines)
+             evaluators=evaluators, config=config, seed=seed, workdir=workdir, pipelines=pipelines,
+             scan_blocks=scan_blocks)

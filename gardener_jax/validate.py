@@ -158,6 +158,7 @@ def _check_training(c: _Checker, prefix: str = "") -> None:
             "each takes an equal share")
   c.one_of(f"{t}.dtype", DTYPES, optional=True)
   c.one_of(f"{t}.save_dtype", SAVE_DTYPES, optional=True)
+  c.require(f"{t}.scan_blocks", lambda v: isinstance(v, bool), "True or False", optional=True)
   c.within(f"{t}.label_smoothing", 0, 1, high_open=True, optional=True)
   for field in ("mixup_alpha", "cutmix_alpha"):
     c.within(f"{t}.{field}", 0, float("inf"), optional=True)

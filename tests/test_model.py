@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 
-from gardener_jax import pipeline
+from gardener_jax import optim, pipeline
 from gardener_jax.models import ModelConfig, VideoMAE, init_params, sinusoid_position_table
+from gardener_jax.models.videomae import per_block, stacked
 from tests import factories
 
 TINY = ModelConfig(width=32, depth=3, num_heads=4, mlp_dim=64, num_classes=5, num_frames=4, image_size=32)
@@ -43,6 +44,28 @@ def test_blocks_are_stacked_along_depth():
   assert sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(vit_b["blocks"])) == 7_087_104  # one block, SPEC §1
   patch, fc_norm, head = 768 * 3 * 2 * 16 * 16 + 768, 2 * 768, 768 * 101 + 101
   assert sum(np.prod(x.shape) for x in jax.tree.leaves(vit_b)) == patch + 12 * 7_087_104 + fc_norm + head  # 86.3 M
+
+
+def test_per_block_layout_computes_the_same_function_gradients_and_layer_decay():
+  params = init_params(TINY.replace(layer_scale=True), 1)
+  blocks = per_block(params)
+  assert sorted(blocks["blocks"]) == ["0", "1", "2"]
+  assert blocks["blocks"]["1"]["attn"]["qkv"]["kernel"].shape == (32, 96)
+  np.testing.assert_array_equal(blocks["blocks"]["2"]["gamma_2"], params["blocks"]["gamma_2"][2])
+  assert jax.tree.all(jax.tree.map(np.array_equal, stacked(blocks), params))  # and back, bit for bit
+  x = factories.clips()
+
+  def loss_and_grads(model, tree):
+    return jax.value_and_grad(lambda p: (model.apply({"params": p}, x) ** 2).sum())(tree)
+
+  loss, grads = loss_and_grads(VideoMAE(TINY.replace(layer_scale=True)), params)
+  loss_per_block, grads_per_block = loss_and_grads(VideoMAE(TINY.replace(layer_scale=True), scan_blocks=False), blocks)
+  np.testing.assert_allclose(loss_per_block, loss, rtol=1e-6)
+  for ours, reference in zip(jax.tree.leaves(stacked(grads_per_block)), jax.tree.leaves(grads), strict=True):
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
+  for ours, reference in zip(jax.tree.leaves(optim.layer_decay_scales(blocks, 3, 0.5)),
+                             jax.tree.leaves(per_block(optim.layer_decay_scales(params, 3, 0.5))), strict=True):
+    np.testing.assert_array_equal(np.broadcast_to(ours, reference.shape), reference)
 
 
 def test_wrong_clip_shape_is_a_clear_error():

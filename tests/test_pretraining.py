@@ -7,6 +7,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,10 @@ import transformers
 
 import gardener_jax
 from gardener_jax.data.sampling import IMAGENET_MEAN, IMAGENET_STD
-from gardener_jax.models import ModelConfig
-from gardener_jax.models.pretraining import masked_per_clip, tube_masks
+from gardener_jax.models import DecoderConfig, ModelConfig
+from gardener_jax.models.pretraining import (VideoMAEPretraining, init_pretraining_params, masked_per_clip,
+                                             tube_masks)
+from gardener_jax.models.videomae import per_block, stacked
 from tests import factories
 from tests.torch_reference import PretrainVisionTransformer
 from tools.convert_torch import HF, ORIGINAL, convert, export
@@ -165,6 +168,21 @@ def test_exported_pretraining_directory_loads_in_transformers_with_equal_loss(tm
     assert reloaded(x, m).loss.item() == hf.eval()(x, m).loss.item()
 
 
+def test_per_block_layout_computes_the_same_loss_and_gradients():
+  config = ModelConfig(width=32, depth=2, num_heads=4, mlp_dim=64, num_frames=4, image_size=32, use_mean_pooling=False,
+                       decoder=DecoderConfig(width=16, depth=2, num_heads=2, mlp_dim=32))
+  params = init_pretraining_params(config, 3, 0.75)
+  blocks = per_block(params)
+  assert sorted(blocks["blocks"]) == sorted(blocks["decoder"]["blocks"]) == ["0", "1"]
+  clips, mask = factories.clips(), _mask(config)
+  loss, pred, grads = _flax_loss_and_grads(VideoMAEPretraining(config), params, clips, mask)
+  loss_per_block, pred_per_block, grads_per_block = _flax_loss_and_grads(
+      VideoMAEPretraining(config, scan_blocks=False), blocks, clips, mask)
+  np.testing.assert_allclose(loss_per_block, loss, rtol=1e-6)
+  np.testing.assert_allclose(pred_per_block, pred, atol=1e-6, rtol=0)
+  _assert_grads_close(stacked(grads_per_block), grads)
+
+
 def test_tube_masks_hide_the_same_positions_in_every_frame():
   config = ModelConfig(width=32, depth=1, num_heads=4, mlp_dim=64, num_frames=8, image_size=80)  # 4 × 5 × 5 tokens
   masks = np.asarray(tube_masks(jax.random.key(0), 6, config, 0.9)).reshape(6, 4, 25)
@@ -229,6 +247,7 @@ def _toy_pretraining_config(data_dir, epochs: int):
   config.mae.decoder.update(width=32, depth=1, num_heads=2, mlp_dim=64)
   config.train.update(epochs=epochs, batch_size=16, eval_every_epochs=50, log_every=20)
   config.optim.update(lr=3e-3, warmup_steps=20)
+  config.train.scan_blocks = False  # trained in the per-block layout, saved stacked: the tests below read it
   return config
 
 
@@ -261,6 +280,11 @@ def test_masked_pretraining_learns_to_reconstruct(pretrained):
   assert 0.95 < tube_mean < 1.0 and learned < 0.85 * tube_mean, (learned, tube_mean)
   assert summary["train_loss"]["last"] < 0.85 * summary["train_loss"]["first"]
   assert all((workdir / f).is_file() for f in ("report.md", "report.json", "curves.png", "reconstructions.png"))
+  best = (workdir / "train" / "best").absolute()
+  with ocp.StandardCheckpointer() as checkpointer:  # trained one block at a time, kept in the checkpoints' layout
+    chosen = checkpointer.restore(next(p for p in best.iterdir() if p.name.isdigit()) / "default")
+  assert {leaf.shape[0] for leaf in jax.tree.leaves(chosen["blocks"])} == {2}
+  assert {leaf.shape[0] for leaf in jax.tree.leaves(chosen["decoder"]["blocks"])} == {1}
 
 
 def test_a_pretraining_checkpoint_finetunes_as_the_release_does(pretrained, tmp_path):

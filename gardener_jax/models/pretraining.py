@@ -100,12 +100,13 @@ class Decoder(nn.Module):
   config: ModelConfig  # the encoder's, with its `decoder`
   dtype: Dtype = jnp.float32
   attention: str | None = None
+  scan_blocks: bool = True
 
   @nn.compact
   def __call__(self, x, num_outputs: int, train: bool = False):
     c, d = self.config, self.config.decoder
     x = stacked_blocks(decoder_blocks_config(d, c.remat), train=train, dtype=self.dtype, attention=self.attention,
-                       name="blocks")(x)
+                       name="blocks", scan=self.scan_blocks)(x)
     x = LayerNorm(epsilon=d.head_norm_eps, dtype=self.dtype, name="norm")(x[:, x.shape[1] - num_outputs:])
     pixels = c.in_channels * c.tubelet_size * c.patch_size**2
     return nn.Dense(pixels, dtype=self.dtype, kernel_init=_dense_init, name="head")(x)
@@ -117,12 +118,14 @@ class VideoMAEPretraining(nn.Module):
   clips: (B, T, H, W, C) ImageNet-normalised; mask: (B, tokens) booleans in token order, True where
   masked, the same count in every clip (`num_masked` says it when the mask is traced, under jit).
   `pred` and `target` are (B, masked tokens, C · tubelet · patch²), the masked tokens in token order
-  (as HuggingFace's `logits`); `loss` is their mean squared error, in float32.
+  (as HuggingFace's `logits`); `loss` is their mean squared error, in float32. `scan_blocks` as `VideoMAE`'s,
+  for the encoder's and the decoder's blocks.
   """
 
   config: ModelConfig
   dtype: Dtype = jnp.float32
   attention: str | None = None
+  scan_blocks: bool = True
 
   @nn.compact
   def __call__(self, clips, mask, train: bool = False, num_masked: int | None = None) -> dict:
@@ -136,7 +139,8 @@ class VideoMAEPretraining(nn.Module):
     x = PatchEmbed(c, self.dtype, name="patch_embed")(clips)
     x = x + jnp.asarray(sinusoid_position_table(c.num_tokens, c.width), self.dtype)
     x = jnp.take_along_axis(x, visible[..., None], axis=1)
-    x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks")(x)
+    x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks",
+                       scan=self.scan_blocks)(x)
     if not c.use_mean_pooling:
       x = LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="norm")(x)
 
@@ -144,7 +148,8 @@ class VideoMAEPretraining(nn.Module):
     mask_token = self.param("mask_token", _dense_init, (1, 1, d.width)).astype(self.dtype)
     position = jnp.asarray(sinusoid_position_table(c.num_tokens, d.width), self.dtype)
     x = jnp.concatenate([x + position[visible], mask_token + position[hidden]], axis=1)
-    pred = Decoder(c, self.dtype, self.attention, name="decoder")(x, masked, train).astype(jnp.float32)
+    decoder = Decoder(c, self.dtype, self.attention, self.scan_blocks, name="decoder")
+    pred = decoder(x, masked, train).astype(jnp.float32)
 
     target = jnp.take_along_axis(pixel_targets(clips, c), hidden[..., None], axis=1)
     return {"loss": jnp.mean((pred - target) ** 2), "pred": pred, "target": target}

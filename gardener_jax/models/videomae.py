@@ -1,13 +1,15 @@
 """Flax (Linen) VideoMAE encoder with a classification head.
 
 Block parameters are stacked along a leading depth axis (`nn.scan`), so a pruned model is a gather
-along that axis and a per-block statistic is a map over it. Parameter names follow the original
+along that axis and a per-block statistic is a map over it. Training may keep them one subtree per block
+instead (`scan_blocks=False`, `per_block`), which the loop turns back into the stacked layout it saves. Parameter names follow the original
 PyTorch release (`blocks/attn/qkv`, `blocks/mlp/fc1`, ...) to keep the converter readable.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -321,28 +323,72 @@ class Block(nn.Module):
     return x, None
 
 
-def stacked_blocks(config: ModelConfig, *, train: bool, dtype, attention: str | None, name: str):
-  """`config.depth` blocks as one callable on (batch, tokens, width), their parameters stacked along a
-  leading depth axis under `name` (`nn.scan`); drop path rises from 0 to `config.drop_path_rate`.
-  Call it inside a module's compact method: the stack becomes that module's child."""
-  block = nn.remat(Block, prevent_cse=False) if config.remat else Block
-  scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
+def _block_type(config: ModelConfig):
+  return nn.remat(Block, prevent_cse=False) if config.remat else Block
+
+
+class BlockSequence(Block):
+  """`config.depth` blocks (with `Block`'s fields) applied one after another, each with its own parameters
+  (`<name>/0`, `<name>/1`, ...): `nn.scan`'s alternative. On CPU, a step that loops over scanned blocks
+  copies each block's weights out of the stacked arrays and its weight gradients back in, in the forward and
+  the backward pass; here every block reads and writes its own buffers (see `per_block`)."""
+
+  @nn.compact
+  def __call__(self, x, drop_path_rates):
+    for i in range(self.config.depth):
+      x, _ = _block_type(self.config)(self.config, self.deterministic, self.dtype, self.attention, name=str(i))(
+          x, drop_path_rates[i])
+    return x, None
+
+
+def stacked_blocks(config: ModelConfig, *, train: bool, dtype, attention: str | None, name: str, scan: bool = True):
+  """`config.depth` blocks as one callable on (batch, tokens, width); drop path rises from 0 to
+  `config.drop_path_rate`. `scan`: their parameters stacked along a leading depth axis under `name`
+  (`nn.scan`, the checkpoints' layout), else one subtree per block (`BlockSequence`, the `per_block`
+  layout). Call it inside a module's compact method: the blocks become that module's child."""
+  if scan:
+    layer = nn.scan(_block_type(config), variable_axes={"params": 0, "intermediates": 0},
                     split_rngs={"params": True, "dropout": True}, in_axes=0, length=config.depth)
-  layer = scanned(config, deterministic=not train, dtype=dtype, attention=attention, name=name)
+  else:
+    layer = BlockSequence
+  layer = layer(config, deterministic=not train, dtype=dtype, attention=attention, name=name)
   rates = jnp.linspace(0.0, config.drop_path_rate, config.depth)
   return lambda x: layer(x, rates)[0]
+
+
+def _map_block_stacks(params, fn):
+  """`params` with `fn` applied to every `blocks` subtree (the encoder's and a decoder's)."""
+  return {key: fn(value) if key == "blocks" else _map_block_stacks(value, fn) if isinstance(value, Mapping) else value
+          for key, value in params.items()}
+
+
+def per_block(params):
+  """Parameters in the checkpoints' layout (each `blocks` subtree's leaves stacked along a leading depth
+  axis) → one subtree per block (`blocks/0`, `blocks/1`, ...), the layout of `scan_blocks=False` models."""
+  def split(stack):
+    depth = len(jax.tree.leaves(stack)[0])
+    return {str(i): jax.tree.map(lambda leaf: leaf[i], stack) for i in range(depth)}
+  return _map_block_stacks(params, split)
+
+
+def stacked(params):
+  """The inverse of `per_block` (on the devices of its arrays: they may span processes)."""
+  return _map_block_stacks(params, lambda blocks: jax.tree.map(
+      lambda *leaves: jnp.stack(leaves), *(blocks[str(i)] for i in range(len(blocks)))))
 
 
 class VideoMAE(nn.Module):
   """VideoMAE encoder + head. Clips are (batch, frames, height, width, channels).
 
   `dtype` is the compute dtype (params keep theirs); `attention` picks the attention implementation
-  (see `Attention`; None chooses by backend). Neither changes the parameters.
+  (see `Attention`; None chooses by backend). Neither changes the parameters. `scan_blocks`: the blocks'
+  parameters stacked (the checkpoints' layout) or one subtree per block (`per_block`).
   """
 
   config: ModelConfig
   dtype: Dtype = jnp.float32
   attention: str | None = None
+  scan_blocks: bool = True
 
   @nn.compact
   def __call__(self, clips, train: bool = False):
@@ -353,7 +399,8 @@ class VideoMAE(nn.Module):
     x = PatchEmbed(c, self.dtype, name="patch_embed")(clips)
     x = x + jnp.asarray(sinusoid_position_table(c.num_tokens, c.width), self.dtype)
     self.sow("intermediates", "embedded", x)
-    x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks")(x)
+    x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks",
+                       scan=self.scan_blocks)(x)
 
     if c.use_mean_pooling:
       x = LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="fc_norm")(x.mean(axis=1))
