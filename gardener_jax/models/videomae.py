@@ -2,8 +2,9 @@
 
 Block parameters are stacked along a leading depth axis (`nn.scan`), so a pruned model is a gather
 along that axis and a per-block statistic is a map over it. Training may keep them one subtree per block
-instead (`scan_blocks=False`, `per_block`), which the loop turns back into the stacked layout it saves. Parameter names follow the original
-PyTorch release (`blocks/attn/qkv`, `blocks/mlp/fc1`, ...) to keep the converter readable.
+instead (`scan_blocks=False`, `per_block`), which the loop turns back into the stacked layout it saves.
+Parameter names follow the original PyTorch release (`blocks/attn/qkv`, `blocks/mlp/fc1`, ...) to keep the
+converter readable.
 """
 
 from __future__ import annotations
