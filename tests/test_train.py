@@ -107,6 +107,19 @@ def test_sigterm_saves_and_a_relaunch_reaches_the_uninterrupted_params(data_dir,
   assert len(lines) == 13 and sum('"test_war"' in line for line in lines) == 1
 
 
+def test_per_block_training_resumes_in_its_layout_and_returns_stacked_params(data_dir, tmp_path):
+  per_block = _fit(data_dir, tmp_path / "per_block", scan_blocks=False)
+  assert per_block["params"]["blocks"]["attn"]["qkv"]["kernel"].shape == (2, 32, 96)  # stacked again
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore((tmp_path / "per_block" / "checkpoints" / "12" / "state").absolute())
+  assert sorted(state["params"]["blocks"]) == ["0", "1"]
+  relaunched = _fit(data_dir, tmp_path / "per_block", scan_blocks=False)  # restores that layout, evaluates again
+  _assert_same_params(per_block["params"], relaunched["params"])
+  scanned = _fit(data_dir, tmp_path / "scanned")
+  for ours, reference in zip(jax.tree.leaves(per_block["params"]), jax.tree.leaves(scanned["params"]), strict=True):
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+
+
 # --- the non-finite guard ---------------------------------------------------------------------------
 
 @jax.custom_vjp
