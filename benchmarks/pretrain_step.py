@@ -124,5 +124,6 @@ def main():
               ["batch", "precision", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
                "Flax peak GiB", "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
 
+
 if __name__ == "__main__":
   main()

@@ -57,15 +57,14 @@ def fit_masked_autoencoder(*, model_config: ModelConfig, params, splits, config,
                            pipelines) -> dict:
   """`train.fit` with the masked-reconstruction loss; the validation split (if any) is scored by its
   reconstruction loss on fixed masks and chooses `best/`; labels are never read."""
-  scan_blocks = config.train.get("scan_blocks", True)
-  model = VideoMAEPretraining(model_config, dtype=jnp.dtype(config.train.dtype), scan_blocks=scan_blocks)
+  model = VideoMAEPretraining(model_config, dtype=jnp.dtype(config.train.dtype), scan_blocks=train.scans_blocks(config))
   mask_ratio = config.mae.mask_ratio
   evaluators = {}
   if splits.val is not None:
     evaluators["val"] = reconstruction_evaluator(make_mesh(), model, splits.val, pipelines, mask_ratio, seed, "val")
   return train.fit(params=params, loss_fn=masked_reconstruction_loss(model, mask_ratio), depth=model_config.depth,
                    train_source=splits.train, evaluators=evaluators, config=config, seed=seed, workdir=workdir,
-                   pipelines=pipelines, scan_blocks=scan_blocks)
+                   pipelines=pipelines)
 
 
 def reconstruction_examples(params, config: ModelConfig, source, pipelines, mask_ratio: float, seed: int,

@@ -220,12 +220,17 @@ def _restore(latest: ocp.CheckpointManager, state: TrainState, iterator) -> Trai
   return restored.state
 
 
+def scans_blocks(config) -> bool:
+  """`train.scan_blocks` (default True): whether the models a training stage builds scan stacked blocks."""
+  return config.train.get("scan_blocks", True)
+
+
 def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[str, Evaluator], config, seed: int,
-        workdir, pipelines, scan_blocks: bool = True) -> dict:
+        workdir, pipelines) -> dict:
   """Trains `params` on `train_source` with `loss_fn`; returns the final params, metrics and history.
 
-  `params` come and go in the checkpoints' layout (blocks stacked); with `scan_blocks` False the loop keeps
-  them, the optimiser state and the latest checkpoint in the `per_block` layout, which `loss_fn` and the
+  `params` come and go in the checkpoints' layout (blocks stacked); with `train.scan_blocks` False the loop
+  keeps them, the optimiser state and the latest checkpoint in the `per_block` layout, which `loss_fn` and the
   evaluators' models must read (`scan_blocks=False`); `best/` holds them stacked.
 
   `evaluators`: optional 'val' (evaluated every `train.eval_every_epochs` and at the end; chooses
@@ -242,8 +247,9 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
     raise ValueError(f"train.batch_size {options.batch_size} is not a multiple of the {jax.device_count()} devices")
   steps_per_epoch = max(1, len(train_source) // options.batch_size)
   total_steps = steps_per_epoch * config.train.epochs
-  params = master_weights(params) if scan_blocks else per_block(master_weights(params))
-  checkpoint_layout = (lambda tree: tree) if scan_blocks else stacked_blocks
+  scan = scans_blocks(config)
+  params = master_weights(params) if scan else per_block(master_weights(params))
+  checkpoint_layout = (lambda tree: tree) if scan else stacked_blocks
   tx, schedule = optim_lib.make_optimizer(config.optim, params, depth, total_steps // max(1, config.optim.accumulate))
   train_step = compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate)
   state = jax.device_put(init_state(params, tx), replicated(mesh))
@@ -320,12 +326,10 @@ def fit_classifier(*, model_config: ModelConfig, params, splits, config, seed: i
   `best/`) and `splits.test` (`data.sources.Splits`); compute dtype `train.dtype`, block layout
   `train.scan_blocks` (default True)."""
   mesh = make_mesh()
-  scan_blocks = config.train.get("scan_blocks", True)
-  model = VideoMAE(model_config, dtype=jnp.dtype(config.train.dtype), scan_blocks=scan_blocks)
+  model = VideoMAE(model_config, dtype=jnp.dtype(config.train.dtype), scan_blocks=scans_blocks(config))
   num_classes = len(splits.names)
   evaluators = {name: classification_evaluator(mesh, model, source, pipelines, num_classes, name)
                 for name, source in (("val", splits.val), ("test", splits.test)) if source is not None}
   loss_fn = classification_loss(model, num_classes, TrainOptions.from_config(config.train))
   return fit(params=params, loss_fn=loss_fn, depth=model_config.depth, train_source=splits.train,
-             evaluators=evaluators, config=config, seed=seed, workdir=workdir, pipelines=pipelines,
-             scan_blocks=scan_blocks)
+             evaluators=evaluators, config=config, seed=seed, workdir=workdir, pipelines=pipelines)

@@ -336,9 +336,9 @@ class BlockSequence(Block):
 
   @nn.compact
   def __call__(self, x, drop_path_rates):
+    block = _block_type(self.config)
     for i in range(self.config.depth):
-      x, _ = _block_type(self.config)(self.config, self.deterministic, self.dtype, self.attention, name=str(i))(
-          x, drop_path_rates[i])
+      x, _ = block(self.config, self.deterministic, self.dtype, self.attention, name=str(i))(x, drop_path_rates[i])
     return x, None
 
 
