@@ -1,12 +1,14 @@
 """One of several local processes joined by jax.distributed, as the hosts of a pod would be.
 
-  python tests/multihost_worker.py train PROCESS_ID NUM_PROCESSES PORT DATA_DIR WORKDIR OUT.{}.npz
+  python tests/multihost_worker.py train PROCESS_ID NUM_PROCESSES PORT DATA_DIR WORKDIR OUT.{}.npz [per_block]
   python tests/multihost_worker.py eval PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json NUM_VIDEOS CORRUPT_INDEX
 
 `train` finetunes a tiny VideoMAE on the tiny synthetic set for 12 steps (checkpoints every 2, the
-test split evaluated at the end) and writes the final params; `eval` evaluates fixed random params on
-the first NUM_VIDEOS training videos, the one at CORRUPT_INDEX made unreadable. '{}' in an output path
-becomes the process id. With NUM_PROCESSES 0 the process runs alone, without jax.distributed.
+test split evaluated at the end) and writes the final params; with `per_block` it trains one parameter
+subtree per block (`train.scan_blocks = False`) instead of the stacked, scanned blocks. `eval`
+evaluates fixed random params on the first NUM_VIDEOS training videos, the one at CORRUPT_INDEX made
+unreadable. '{}' in an output path becomes the process id. With NUM_PROCESSES 0 the process runs
+alone, without jax.distributed.
 """
 
 import json
@@ -28,7 +30,7 @@ def _join(process_id: int, num_processes: int, port: int) -> None:
     assert jax.process_count() == num_processes
 
 
-def train(data_dir: str, workdir: str, out: str) -> None:
+def train(data_dir: str, workdir: str, out: str, layout: str = "scanned") -> None:
   import numpy as np
 
   from gardener_jax import train as train_lib
@@ -36,7 +38,7 @@ def train(data_dir: str, workdir: str, out: str) -> None:
   from gardener_jax.models import init_params
 
   result = train_lib.fit_classifier(model_config=MODEL, params=init_params(MODEL), splits=splits(data_dir),
-                                    config=fit_config(), seed=0, workdir=workdir,
+                                    config=fit_config(scan_blocks=layout != "per_block"), seed=0, workdir=workdir,
                                     pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
   leaves = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(result["params"])}
   np.savez(out, war=result["test"]["war"], videos=result["test"]["videos"], **leaves)
