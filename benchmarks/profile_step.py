@@ -2,7 +2,7 @@
 with --pretrain the masked-pretraining step of `pretrain_step.py`): each side profiled over one step
 after two warm-up steps, in its own process, in one run; op time grouped by what the ops do.
 
-  python benchmarks/profile_step.py [--batch 1] [--pretrain]
+  python benchmarks/profile_step.py [--batch 1] [--pretrain] [--per_block]
 
 PyTorch: torch.profiler's self time per aten op (ops run one after another, each on every core).
 Flax: the XLA CPU runtime's trace, one event per HLO instruction of the compiled step, named after its
@@ -99,7 +99,7 @@ def main():
   parser.add_argument("--pretrain", action="store_true",
                       help="the masked-pretraining step (ratio 0.9, decoder 384 × 4)")
   parser.add_argument("--per_block", action="store_true",
-                      help="with --pretrain: Flax's blocks one subtree each (train.scan_blocks = False), not scanned")
+                      help="Flax's blocks one subtree each (train.scan_blocks = False), not scanned")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   job = pretrain_step if args.pretrain else train_step
@@ -110,7 +110,7 @@ def main():
   rows = [[name, torch_run["seconds"].get(str(i), 0.0), flax_run["seconds"].get(str(i), 0.0)]
           for i, name in enumerate(CATEGORIES)]
   rows.append(["the step (wall)", torch_run["wall"], flax_run["wall"]])
-  blocks = ' (Flax: one subtree per block)' if args.pretrain and args.per_block else ''
+  blocks = ' (Flax: one subtree per block)' if args.per_block else ''
   print_table(f"ViT-B {'masked-pretraining' if args.pretrain else 'train'} step{blocks}, batch {args.batch}, 16×224², "
               f"AdamW, float32 (no TF32) on both sides: seconds of op "
               f"time by what the ops do (Flax's ops may overlap on different cores; see the docstring); {machine()}",

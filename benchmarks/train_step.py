@@ -3,9 +3,13 @@ torch AdamW at the same precision, batch and device, step time and peak memory, 
 its own process, in one run (SPEC §9).
 
   python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--rounds 1] [--dtype float32|bfloat16] [--tf32]
+      [--layouts scanned,per_block]
 
 bfloat16: Flax computes in bfloat16 (float32 master weights) and PyTorch runs under bfloat16 autocast.
 float32: full float32 matmuls on both sides, or TF32 on both with --tf32 (it matters on GPUs only).
+Flax's blocks are stacked and scanned (`scanned`, the checkpoints' layout, `train.scan_blocks = True`) or
+one parameter subtree per block (`per_block`, `train.scan_blocks = False`), each layout in its own
+processes against the same PyTorch processes.
 """
 
 from __future__ import annotations
@@ -85,14 +89,17 @@ import jax, jax.numpy as jnp, ml_collections
 jax.config.update("jax_default_matmul_precision", {precision!r})
 from gardener_jax import optim, train
 from gardener_jax.models import ModelConfig, VideoMAE, init_params
+from gardener_jax.models.videomae import per_block
 from gardener_jax.sharding import global_batch, make_mesh, replicated
 config = ModelConfig.from_variant("vit_b", num_classes=400, remat={remat})
-params = init_params(config)
+params = train.master_weights(init_params(config))  # host arrays, as `train.fit` makes them
+params = params if {scan_blocks} else per_block(params)
 optim_config = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, weight_decay=0.05, b1=0.9, b2=0.999,
                                               clip_norm=0.0, layer_decay=1.0, accumulate=1))
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = make_mesh()
-loss_fn = train.classification_loss(VideoMAE(config, dtype=jnp.dtype({dtype!r})), 400, train.TrainOptions())
+model = VideoMAE(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks})
+loss_fn = train.classification_loss(model, 400, train.TrainOptions())
 train_fn = train.compile_train_step(mesh, loss_fn, tx, schedule)
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 del params
@@ -118,6 +125,9 @@ def main():
                       help="the accelerator's dense peak for --dtype, for model FLOPs utilisation (H100/H200 bf16: "
                            "989)")
   parser.add_argument("--tf32", action="store_true", help="float32: TF32 matmuls on both sides (default: neither)")
+  parser.add_argument("--layouts", default="scanned",
+                      help="Flax's block layouts to time, comma-separated: scanned (stacked, nn.scan), per_block "
+                           "(one subtree each)")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   bf16 = args.dtype == "bfloat16"
@@ -127,29 +137,34 @@ def main():
   from gardener_jax.prune import gflops
 
   step_flops = 6 * gflops(ModelConfig.from_variant("vit_b", num_classes=400)) * 1e9  # forward + backward, per clip
+  layouts = args.layouts.split(",")
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
+    fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
+                precision="tensorfloat32" if args.tf32 else "highest")
     runs = run_alternating(dict(
-        torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32),
-        flax=FLAX_CHILD.format(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
-                               precision="tensorfloat32" if args.tf32 else "highest")), args.rounds,
-        args.glibc_tunables)
-    torch_run, flax_run = runs["torch"], runs["flax"]
-    rows.append([args.dtype, batch, torch_run["seconds"], flax_run["seconds"],
-                 flax_run["seconds"] / torch_run["seconds"],
-                 torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
-                 flax_run["peak_bytes"] / torch_run["peak_bytes"],
-                 flax_run["first_peak_bytes"] / torch_run["first_peak_bytes"], flax_run["first_call"],
-                 step_flops * batch / flax_run["seconds"] / 1e12,
-                 step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
+        torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32), **{
+            layout: FLAX_CHILD.format(**fill, scan_blocks=layout == "scanned") for layout in layouts}),
+        args.rounds, args.glibc_tunables)
+    torch_run = runs["torch"]
+    for layout in layouts:
+      flax_run = runs[layout]
+      rows.append([args.dtype, batch, layout, torch_run["seconds"], flax_run["seconds"],
+                   flax_run["seconds"] / torch_run["seconds"],
+                   torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
+                   flax_run["peak_bytes"] / torch_run["peak_bytes"],
+                   flax_run["first_peak_bytes"] / torch_run["first_peak_bytes"], flax_run["first_call"],
+                   step_flops * batch / flax_run["seconds"] / 1e12,
+                   step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
   print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; median of "
               f"{args.steps} steps after the first, median over {args.rounds} process(es) per side run in turn; "
               f"{tunables_note(args.glibc_tunables)}"
               f"{machine()} (peak: on CPU the process RSS high-water mark during the timed steps over the RSS before "
               f"the framework's import, free heap handed back first on both sides; on GPU the allocator peak; "
               f"'first-step ratio' also counts the first call: Flax's compilation, PyTorch's lazy optimiser state)",
-              ["precision", "batch", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB", "Flax peak GiB",
-               "memory ratio", "first-step memory ratio", "Flax first call s", "Flax model TFLOP/s", "MFU"], rows)
+              ["precision", "batch", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
+               "Flax peak GiB", "memory ratio", "first-step memory ratio", "Flax first call s", "Flax model TFLOP/s",
+               "MFU"], rows)
 
 
 if __name__ == "__main__":
