@@ -1,11 +1,14 @@
 """One of several local processes joined by jax.distributed, as the hosts of a pod would be.
 
   python tests/multihost_worker.py train PROCESS_ID NUM_PROCESSES PORT DATA_DIR WORKDIR OUT.{}.npz [per_block]
+      [hold_checkpoint=STEP]
   python tests/multihost_worker.py eval PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json NUM_VIDEOS CORRUPT_INDEX
 
 `train` finetunes a tiny VideoMAE on the tiny synthetic set for 12 steps (checkpoints every 2, the
 test split evaluated at the end) and writes the final params; with `per_block` it trains one parameter
-subtree per block (`train.scan_blocks = False`) instead of the stacked, scanned blocks. `eval`
+subtree per block (`train.scan_blocks = False`) instead of the stacked, scanned blocks; with
+`hold_checkpoint=STEP` the checkpoint of STEP is never committed (its temporary directory stays), so a
+test can kill the processes while it is being written without racing orbax's rename. `eval`
 evaluates fixed random params on the first NUM_VIDEOS training videos, the one at CORRUPT_INDEX made
 unreadable. '{}' in an output path becomes the process id. With NUM_PROCESSES 0 the process runs
 alone, without jax.distributed.
@@ -30,15 +33,34 @@ def _join(process_id: int, num_processes: int, port: int) -> None:
     assert jax.process_count() == num_processes
 
 
-def train(data_dir: str, workdir: str, out: str, layout: str = "scanned") -> None:
+def _hold_checkpoint(step: str) -> None:
+  """orbax never commits checkpoint `step`: the rename of its temporary directory waits forever."""
+  import asyncio
+
+  from orbax.checkpoint._src.path import atomicity
+
+  finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def held(self):
+    if self._final_path.name == step:
+      await asyncio.Event().wait()
+    await finalize(self)
+
+  atomicity.AtomicRenameTemporaryPath.finalize = held
+
+
+def train(data_dir: str, workdir: str, out: str, *options: str) -> None:
   import numpy as np
 
   from gardener_jax import train as train_lib
   from gardener_jax.data import input_pipeline
   from gardener_jax.models import init_params
 
+  for option in options:
+    if option.startswith("hold_checkpoint="):
+      _hold_checkpoint(option.split("=")[1])
   result = train_lib.fit_classifier(model_config=MODEL, params=init_params(MODEL), splits=splits(data_dir),
-                                    config=fit_config(scan_blocks=layout != "per_block"), seed=0, workdir=workdir,
+                                    config=fit_config(scan_blocks="per_block" not in options), seed=0, workdir=workdir,
                                     pipelines=input_pipeline.Pipelines(SPEC, SPEC, seed=0))
   leaves = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(result["params"])}
   np.savez(out, war=result["test"]["war"], videos=result["test"]["videos"], **leaves)

@@ -181,17 +181,15 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_step(data_dir, t
 def test_sigkill_of_every_process_resumes_from_the_last_complete_checkpoint(data_dir, tmp_path, uninterrupted,
                                                                             moment):
   workdir = tmp_path / "work"
-  group = _Group(tmp_path, "train", 2, data_dir, workdir, tmp_path / "run.{}.npz", name="run")
-  if moment == "after_step_5":
-    _wait_for(lambda: _logged_steps(workdir) >= 5)
+  checkpoints = workdir / "checkpoints"
+  held = ("hold_checkpoint=6",) if moment == "while_a_checkpoint_is_written" else ()
+  group = _Group(tmp_path, "train", 2, data_dir, workdir, tmp_path / "run.{}.npz", *held, name="run")
+  if held:  # step 6's checkpoint is written but never committed: it stays half-done until the kill
+    _wait_for(lambda: checkpoints.is_dir() and any(p.name.startswith("6.orbax-checkpoint-tmp")
+                                                   for p in os.scandir(checkpoints)))
   else:
-    checkpoints = workdir / "checkpoints"
-
-    def writing() -> bool:
-      return checkpoints.is_dir() and any("orbax-checkpoint-tmp" in p.name and p.name.split(".")[0] != "2"
-                                          for p in os.scandir(checkpoints))
-    _wait_for(writing)  # a later checkpoint than the first is half-written
+    _wait_for(lambda: _logged_steps(workdir) >= 5)
   group.kill()
-  if moment == "while_a_checkpoint_is_written":
-    assert any("orbax-checkpoint-tmp" in p.name for p in (workdir / "checkpoints").iterdir())
+  if held:
+    assert sorted(p.name for p in checkpoints.iterdir() if "orbax-checkpoint-tmp" not in p.name) == ["4"]
   _relaunch_equals(data_dir, tmp_path, workdir, uninterrupted)
