@@ -274,6 +274,7 @@ class DevicePrefetch:
   def __init__(self, batches: Iterator[dict], put: Callable[[dict], Any], size: int = 2, nice: int = 0):
     self._batches, self._put, self._size, self._nice = batches, put, size, nice
     self._queue: queue.Queue | None = None
+    self._thread: threading.Thread | None = None
     self._stop = threading.Event()
     self._state = None  # the stream's state after the last batch handed out (None: not started)
 
@@ -283,7 +284,8 @@ class DevicePrefetch:
   def _start(self):
     self._state = self._stream_state()
     self._queue = queue.Queue(maxsize=self._size)
-    threading.Thread(target=self._read, daemon=True, name="device-prefetch").start()
+    self._thread = threading.Thread(target=self._read, daemon=True, name="device-prefetch")
+    self._thread.start()
 
   def _read(self):
     lower_thread_priority(self._nice)
@@ -333,6 +335,11 @@ class DevicePrefetch:
   def start_prefetch(self) -> None:  # grain's restore calls it; reading starts with the first batch
     pass
 
-  def close(self) -> None:
-    """Stops the reading thread (it may hold a batch it could not hand over)."""
+  def close(self, timeout: float = 60.0) -> None:
+    """Stops the reading thread (it may hold a batch it could not hand over) and waits up to `timeout`
+    seconds for it to end. It first finishes the batch it is reading or copying to the devices: a
+    thread still inside that copy when the interpreter exits is killed within C++ code, and the process
+    aborts ('FATAL: exception not rethrown') after its work is done."""
     self._stop.set()
+    if self._thread is not None:
+      self._thread.join(timeout)
