@@ -103,6 +103,24 @@ def tunables_note(glibc_tunables: str) -> str:
   return f"GLIBC_TUNABLES={glibc_tunables} on both sides; " if glibc_tunables else ""
 
 
+def flax_variants(layouts: str, compiler_options: str) -> dict[str, dict]:
+  """`--layouts` (comma-separated `scanned` or `per_block`, each optionally `+options`) → each one's fields for
+  a Flax child: `scan_blocks`, and `compiler_options`, the JSON of `--compiler_options` where `+options` asks."""
+  options = json.loads(compiler_options or "{}")
+  variants = {}
+  for name in layouts.split(","):
+    layout, _, extra = name.partition("+")
+    if layout not in ("scanned", "per_block") or extra not in ("", "options"):
+      raise SystemExit(f"--layouts: {name!r} is not scanned or per_block, each optionally with +options")
+    variants[name] = dict(scan_blocks=layout == "scanned", compiler_options=options if extra else {})
+  return variants
+
+
+def options_note(compiler_options: str) -> str:
+  """For a table's title: the XLA compile options of the layouts marked `+options`, if any."""
+  return f"'+options': Flax's step compiled with {compiler_options}; " if compiler_options else ""
+
+
 def run_alternating(codes: dict[str, str], rounds: int, glibc_tunables: str = "") -> dict[str, dict]:
   """Runs each child of `codes` (name → code) once per round, in turn, and gives each name the median of
   every number its children printed: on a machine whose speed drifts, alternating keeps the drift from

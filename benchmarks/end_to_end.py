@@ -63,7 +63,8 @@ def main(_):
   loss_fn = train.classification_loss(model, model_config.num_classes, train.TrainOptions.from_config(config.train))
   params = init_params(model_config, config.seed)
   tx, schedule = optim.make_optimizer(config.optim, params, model_config.depth, 10_000)
-  compiled = train.compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate)
+  compiled = train.compile_train_step(mesh, loss_fn, tx, schedule, config.optim.accumulate,
+                                      train.step_compiler_options(config))
   votes = global_batch(mesh, {"votes": np.zeros(jax.local_device_count(), np.int32)})["votes"]
   state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 

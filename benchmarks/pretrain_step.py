@@ -8,7 +8,7 @@ parameters stacked and scanned (the checkpoints' layout, `train.scan_blocks = Tr
 (`train.scan_blocks = False`), each against the same PyTorch processes.
 
   python benchmarks/pretrain_step.py [--batches 1,2] [--steps 3] [--rounds 1] [--dtype float32|bfloat16]
-      [--layouts scanned,per_block]
+      [--layouts scanned,per_block[,scanned+options]] [--compiler_options JSON]
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_alternating, tunables_note  # noqa: E402
+from benchmarks.common import (flax_variants, machine, options_note, print_table, run_alternating,  # noqa: E402
+                               tunables_note)
 from benchmarks.train_step import FLAX_TIMING, PREAMBLE  # noqa: E402
 
 # A PyTorch child up to `step()`: one AdamW step of HuggingFace VideoMAEForPreTraining (SDPA) on one batch.
@@ -80,7 +81,8 @@ optim_config = ml_collections.ConfigDict(dict(lr=1.5e-4, warmup_steps=0, weight_
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = make_mesh()
 model = VideoMAEPretraining(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks})
-train_fn = train.compile_train_step(mesh, pretrain.masked_reconstruction_loss(model, 0.9), tx, schedule)
+train_fn = train.compile_train_step(mesh, pretrain.masked_reconstruction_loss(model, 0.9), tx, schedule,
+                                    compiler_options={compiler_options!r})
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 del params
 rng = np.random.default_rng(0)
@@ -99,15 +101,20 @@ def main():
                       help="GLIBC_TUNABLES for both sides' processes (see train_step.py)")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--layouts", default="scanned,per_block",
-                      help="Flax's block layouts to time: scanned (stacked, nn.scan), per_block (one subtree each)")
+                      help="Flax's block layouts to time: scanned (stacked, nn.scan), per_block (one subtree each); "
+                           "either with +options: compiled with --compiler_options")
+  parser.add_argument("--compiler_options", default="",
+                      help='XLA compile options (JSON) of the +options layouts, e.g. {"xla_cpu_scheduler_type": '
+                           '"CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}')
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
-  layouts = args.layouts.split(",")
+  variants = flax_variants(args.layouts, args.compiler_options)
+  layouts = list(variants)
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype)
     runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), **{
-        layout: FLAX_CHILD.format(**fill, scan_blocks=layout == "scanned") for layout in layouts}), args.rounds,
+        layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}), args.rounds,
         args.glibc_tunables)
     torch_run = runs["torch"]
     for layout in layouts:
@@ -120,7 +127,7 @@ def main():
   print_table(f"ViT-B masked-pretraining step (16×224², ratio 0.9, AdamW), both sides {precision}, PyTorch "
               f"attention SDPA; median of {args.steps} steps after the first, median over {args.rounds} process(es) "
               f"per configuration run in turn (one PyTorch process per round for both Flax layouts); "
-              f"{tunables_note(args.glibc_tunables)}{machine()}",
+              f"{tunables_note(args.glibc_tunables)}{options_note(args.compiler_options)}{machine()}",
               ["batch", "precision", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
                "Flax peak GiB", "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
 

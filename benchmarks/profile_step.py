@@ -2,7 +2,7 @@
 with --pretrain the masked-pretraining step of `pretrain_step.py`): each side profiled over one step
 after two warm-up steps, in its own process, in one run; op time grouped by what the ops do.
 
-  python benchmarks/profile_step.py [--batch 1] [--pretrain] [--per_block]
+  python benchmarks/profile_step.py [--batch 1] [--pretrain] [--per_block] [--compiler_options JSON]
 
 PyTorch: torch.profiler's self time per aten op (ops run one after another, each on every core).
 Flax: the XLA CPU runtime's trace, one event per HLO instruction of the compiled step, named after its
@@ -15,6 +15,7 @@ the forward and input-gradient matmuls run through YNNPACK inside theirs).
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -55,7 +56,7 @@ FLAX_PROFILE = """
 import collections, glob, gzip, re, tempfile
 votes = global_batch(mesh, dict(v=np.zeros(jax.local_device_count(), np.int32)))["v"]
 key = jax.random.key(0)
-compiled = train_fn.lower(state, batch, key, votes).compile()
+compiled = train.compile_alone(train_fn, state, batch, key, votes)  # as `train.fit` compiles its step
 instructions = {{}}  # name → (opcode, the model op it comes from); a shape, tuple or not, has no "word("
 for match in re.finditer(r'^\\s*(?:ROOT )?%?([\\w.-]+) = .*?([a-z][\\w-]*)\\((.*)$', compiled.as_text(), re.MULTILINE):
   op_name = re.search(r'op_name="([^"]*)"', match[3])
@@ -100,11 +101,12 @@ def main():
                       help="the masked-pretraining step (ratio 0.9, decoder 384 × 4)")
   parser.add_argument("--per_block", action="store_true",
                       help="Flax's blocks one subtree each (train.scan_blocks = False), not scanned")
+  parser.add_argument("--compiler_options", default="{}", help="XLA compile options (JSON) for Flax's step")
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   job = pretrain_step if args.pretrain else train_step
   fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, dtype="float32", remat=False,
-              precision="highest", scan_blocks=not args.per_block)
+              precision="highest", scan_blocks=not args.per_block, compiler_options=json.loads(args.compiler_options))
   torch_run = run_child((train_step.PREAMBLE + job.TORCH_SETUP + TORCH_PROFILE).format(**fill))
   flax_run = run_child((train_step.PREAMBLE + job.FLAX_SETUP + FLAX_PROFILE).format(**fill))
   rows = [[name, torch_run["seconds"].get(str(i), 0.0), flax_run["seconds"].get(str(i), 0.0)]

@@ -3,13 +3,14 @@ torch AdamW at the same precision, batch and device, step time and peak memory, 
 its own process, in one run (SPEC §9).
 
   python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--rounds 1] [--dtype float32|bfloat16] [--tf32]
-      [--layouts scanned,per_block]
+      [--layouts scanned,per_block[,scanned+options]] [--compiler_options JSON]
 
 bfloat16: Flax computes in bfloat16 (float32 master weights) and PyTorch runs under bfloat16 autocast.
 float32: full float32 matmuls on both sides, or TF32 on both with --tf32 (it matters on GPUs only).
 Flax's blocks are stacked and scanned (`scanned`, the checkpoints' layout, `train.scan_blocks = True`) or
 one parameter subtree per block (`per_block`, `train.scan_blocks = False`), each layout in its own
-processes against the same PyTorch processes.
+processes against the same PyTorch processes; `+options` compiles a layout's step with --compiler_options
+(`train.compiler_options`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_alternating, tunables_note  # noqa: E402
+from benchmarks.common import (flax_variants, machine, options_note, print_table, run_alternating,  # noqa: E402
+                               tunables_note)
 
 PREAMBLE = """
 import json, sys, time
@@ -68,6 +70,7 @@ FLAX_TIMING = """
 votes = global_batch(mesh, dict(v=np.zeros(jax.local_device_count(), np.int32)))["v"]
 key = jax.random.key(0)
 start = time.perf_counter()
+train_fn = train.compile_alone(train_fn, state, batch, key, votes)  # as `train.fit` compiles its step
 state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
 first_call = time.perf_counter() - start
 first_peak = peak_rss_bytes() - before
@@ -100,7 +103,7 @@ tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = make_mesh()
 model = VideoMAE(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks})
 loss_fn = train.classification_loss(model, 400, train.TrainOptions())
-train_fn = train.compile_train_step(mesh, loss_fn, tx, schedule)
+train_fn = train.compile_train_step(mesh, loss_fn, tx, schedule, compiler_options={compiler_options!r})
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
 del params
 rng = np.random.default_rng(0)
@@ -127,7 +130,10 @@ def main():
   parser.add_argument("--tf32", action="store_true", help="float32: TF32 matmuls on both sides (default: neither)")
   parser.add_argument("--layouts", default="scanned",
                       help="Flax's block layouts to time, comma-separated: scanned (stacked, nn.scan), per_block "
-                           "(one subtree each)")
+                           "(one subtree each); either with +options: compiled with --compiler_options")
+  parser.add_argument("--compiler_options", default="",
+                      help='XLA compile options (JSON) of the +options layouts, e.g. {"xla_cpu_scheduler_type": '
+                           '"CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}')
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   bf16 = args.dtype == "bfloat16"
@@ -137,14 +143,15 @@ def main():
   from gardener_jax.prune import gflops
 
   step_flops = 6 * gflops(ModelConfig.from_variant("vit_b", num_classes=400)) * 1e9  # forward + backward, per clip
-  layouts = args.layouts.split(",")
+  variants = flax_variants(args.layouts, args.compiler_options)
+  layouts = list(variants)
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
                 precision="tensorfloat32" if args.tf32 else "highest")
     runs = run_alternating(dict(
         torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32), **{
-            layout: FLAX_CHILD.format(**fill, scan_blocks=layout == "scanned") for layout in layouts}),
+            layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}),
         args.rounds, args.glibc_tunables)
     torch_run = runs["torch"]
     for layout in layouts:
@@ -158,7 +165,7 @@ def main():
                    step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
   print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; median of "
               f"{args.steps} steps after the first, median over {args.rounds} process(es) per side run in turn; "
-              f"{tunables_note(args.glibc_tunables)}"
+              f"{tunables_note(args.glibc_tunables)}{options_note(args.compiler_options)}"
               f"{machine()} (peak: on CPU the process RSS high-water mark during the timed steps over the RSS before "
               f"the framework's import, free heap handed back first on both sides; on GPU the allocator peak; "
               f"'first-step ratio' also counts the first call: Flax's compilation, PyTorch's lazy optimiser state)",

@@ -61,6 +61,19 @@ def _interval(low, high, low_open=False, high_open=False) -> str:
   return f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
+def _compiles_with(options) -> bool:
+  """Whether XLA compiles a trivial function with `options` (a mapping): a misspelt name fails there."""
+  import jax
+
+  if not hasattr(options, "items"):
+    return False
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options.items())).lower(0.0).compile()
+  except Exception:  # noqa: BLE001 — XLA's error types vary by backend; the problem names the field
+    return False
+  return True
+
+
 class _Checker:
   def __init__(self, config):
     self.config, self.problems = config, []
@@ -159,6 +172,8 @@ def _check_training(c: _Checker, prefix: str = "") -> None:
   c.one_of(f"{t}.dtype", DTYPES, optional=True)
   c.one_of(f"{t}.save_dtype", SAVE_DTYPES, optional=True)
   c.require(f"{t}.scan_blocks", lambda v: isinstance(v, bool), "True or False", optional=True)
+  c.require(f"{t}.compiler_options", _compiles_with, "XLA compile options this backend accepts, as a dict of "
+            "option name to value (`jax.jit(compiler_options=...)`)", optional=True)
   c.within(f"{t}.label_smoothing", 0, 1, high_open=True, optional=True)
   for field in ("mixup_alpha", "cutmix_alpha"):
     c.within(f"{t}.{field}", 0, float("inf"), optional=True)

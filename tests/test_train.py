@@ -120,6 +120,26 @@ def test_per_block_training_resumes_in_its_layout_and_returns_stacked_params(dat
     np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
 
 
+def test_the_step_is_compiled_alone_and_what_ran_before_is_forgotten():
+  earlier = jax.jit(lambda x: x * 2)  # stands for parameter init and layout conversions
+  earlier(1.0)
+  assert earlier._cache_size() == 1
+  step = train.compile_alone(jax.jit(lambda x: x + 1), jnp.float32(1.0))
+  assert earlier._cache_size() == 0
+  assert float(step(jnp.float32(2.0))) == 3.0
+  with pytest.raises(TypeError, match="differ from the types for which this computation was compiled"):
+    step(jnp.zeros(3))  # compiled for the first call's shapes only, as the loop's calls all are
+
+
+def test_compiler_options_reach_the_step_and_leave_its_result_alone(data_dir, tmp_path):
+  reference = _fit(data_dir, tmp_path / "default", epochs=1)
+  memory_ordered = _fit(data_dir, tmp_path / "memory", epochs=1,
+                        compiler_options={"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"})
+  _assert_same_params(reference["params"], memory_ordered["params"])  # another order of the same work
+  with pytest.raises(jax.errors.JaxRuntimeError, match="xla_cpu_no_such_option"):  # they do reach XLA
+    _fit(data_dir, tmp_path / "bogus", epochs=1, compiler_options={"xla_cpu_no_such_option": True})
+
+
 # --- the non-finite guard ---------------------------------------------------------------------------
 
 @jax.custom_vjp

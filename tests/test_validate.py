@@ -62,6 +62,7 @@ def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
     ({"model.num_heads": 5}, "model.num_heads", "a divisor of model.width (96)"),
     ({"pretrain.classes": ("nope",)}, "pretrain.classes", "classes of synthetic_motion: square_right"),
     ({"data.classes": ("square_right", "nope")}, "data.classes", "('nope',): classes of synthetic_motion"),
+    ({"train.compiler_options": {"xla_cpu_no_such_option": True}}, "train.compiler_options", "XLA compile options"),
 ])
 def test_each_kind_of_mistake_names_its_field_and_what_is_allowed(overrides, field, says):
   problems = _fields(validate.job_problems(_demo(**overrides)))
