@@ -151,9 +151,8 @@ def compile_train_step(mesh, loss_fn: LossFn, tx, schedule, accumulate: int = 1,
 def compile_alone(jitted, *args):
   """`jitted` compiled ahead of time for `args` (later calls must bring the same shapes and shardings, as the
   loop's do); then JAX's staging and compilation caches are emptied, so the process keeps this executable
-  but not the traces and executables of what ran before it (parameter init, layout conversions): 90 MB
-  for the ViT-B masked-pretraining step on CPU, a step's worth of memory (README). What else is called
-  again compiles again."""
+  but not the traces and executables of what ran before it (parameter init, layout conversions): about
+  90 MB in the ViT-B masked-pretraining process on CPU (README). What else is called again compiles again."""
   compiled = jitted.lower(*args).compile()
   jax.clear_caches()
   return compiled
