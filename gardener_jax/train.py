@@ -298,8 +298,8 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
                     disable=jax.process_index() != 0, mininterval=2)
     window_start, window_steps = time.perf_counter(), 0
     for step in progress:
-      args = (state, next(iterator), rng, global_batch(mesh, {"votes": np.full(jax.local_device_count(), flag.raised,
-                                                                              np.int32)})["votes"])
+      votes = np.full(jax.local_device_count(), flag.raised, np.int32)
+      args = (state, next(iterator), rng, global_batch(mesh, {"votes": votes})["votes"])
       if step == start_step:
         train_step = compile_alone(train_step, *args)
       state, metrics = train_step(*args)
