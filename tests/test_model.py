@@ -79,8 +79,8 @@ def test_execution_options_compute_the_same_function(layer_scale):
   params = init_params(config, 1)
   x = factories.clips()
   reference = VideoMAE(config, attention="einsum").apply({"params": params}, x)
-  for variant in [VideoMAE(config, attention="per_head"), VideoMAE(config, attention="fused"),
-                  VideoMAE(config.replace(remat=True))]:
+  for variant in [VideoMAE(config, attention="per_head"), VideoMAE(config, attention="blockwise"),
+                  VideoMAE(config, attention="fused"), VideoMAE(config.replace(remat=True))]:
     np.testing.assert_allclose(variant.apply({"params": params}, x), reference, atol=1e-5, rtol=0)
   train = VideoMAE(config).apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(0)})
   np.testing.assert_allclose(train, reference, atol=1e-5, rtol=0)  # no dropout configured: same function
@@ -113,24 +113,58 @@ def test_job_converts_a_random_huggingface_model(tmp_path):
   np.testing.assert_allclose(factories.flax_logits(checkpoint, x), factories.hf_logits(torch_model, x), atol=1e-5)
 
 
-def test_per_head_attention_gradients_match_autodiff_of_softmax():
-  from gardener_jax.models.videomae import attention_per_head
+def _softmax_attention(qkv, scale):
+  q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1], qkv[:, :, 2]
+  probabilities = jax.nn.softmax(jax.numpy.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
+  return jax.numpy.einsum("bhqk,bkhd->bqhd", probabilities, v)
+
+
+@pytest.mark.parametrize("query_block", [None, 16, 25, 512])  # None: per head; 50 tokens in 4 padded, 2 or 1 block(s)
+def test_flash_style_attention_and_its_gradients_match_autodiff_of_softmax(query_block):
+  from gardener_jax.models.videomae import attention_blockwise, attention_per_head
 
   rng = np.random.default_rng(0)
   qkv, weights = (jax.numpy.asarray(rng.standard_normal(shape), np.float32) for shape in [(2, 50, 3, 3, 8),
                                                                                           (2, 50, 3, 8)])
   scale = 8**-0.5
-
-  def reference(qkv):
-    q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1], qkv[:, :, 2]
-    probabilities = jax.nn.softmax(jax.numpy.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
-    return jax.numpy.einsum("bhqk,bkhd->bqhd", probabilities, v)
-
-  np.testing.assert_allclose(attention_per_head(qkv, scale), reference(qkv), atol=2e-6)
-  ours = jax.grad(lambda qkv: (attention_per_head(qkv, scale) * weights).sum())(qkv)
-  expected = jax.grad(lambda qkv: (reference(qkv) * weights).sum())(qkv)
+  attention = (lambda x: attention_per_head(x, scale)) if query_block is None else (
+      lambda x: attention_blockwise(x, scale, query_block))
+  np.testing.assert_allclose(attention(qkv), _softmax_attention(qkv, scale), atol=2e-6)
+  ours = jax.grad(lambda qkv: (attention(qkv) * weights).sum())(qkv)
+  expected = jax.grad(lambda qkv: (_softmax_attention(qkv, scale) * weights).sum())(qkv)
   assert ours.shape == qkv.shape
   np.testing.assert_allclose(ours, expected, atol=2e-5, rtol=1e-5)
+  if query_block is not None:  # in bfloat16 too, k's and v's gradients summed over the blocks in float32
+    low = qkv.astype(jax.numpy.bfloat16)
+    ours = jax.grad(lambda x: (attention(x).astype(np.float32) * weights).sum())(low)
+    expected = jax.grad(lambda x: (_softmax_attention(x.astype(np.float32), scale) * weights).sum())(low)
+    assert ours.dtype == jax.numpy.bfloat16
+    np.testing.assert_allclose(ours.astype(np.float32), expected.astype(np.float32), atol=0.05, rtol=0.05)
+
+
+def test_blockwise_attention_memory_grows_with_tokens_not_their_square():
+  """XLA's temporaries for the gradient: a materialised softmax keeps (tokens, tokens) arrays per head."""
+  from gardener_jax.models.videomae import attention_blockwise
+
+  def temporaries(attention, tokens):
+    qkv = jax.ShapeDtypeStruct((1, tokens, 3, 4, 16), np.float32)
+    gradient = jax.jit(jax.grad(lambda x: (attention(x) ** 2).sum())).lower(qkv).compile()
+    return gradient.memory_analysis().temp_size_in_bytes
+
+  blockwise = [temporaries(lambda x: attention_blockwise(x, 0.25, 128), n) for n in (1024, 2048)]
+  materialised = [temporaries(lambda x: _softmax_attention(x, 0.25), n) for n in (1024, 2048)]
+  assert materialised[1] > 3.5 * materialised[0] and materialised[0] > 4 * 1024**2 * 4  # ≥ one f32 score matrix
+  assert blockwise[1] < 2.5 * blockwise[0] and blockwise[1] < materialised[1] / 4
+
+
+def test_attention_chosen_by_backend_and_compute_dtype(monkeypatch):
+  from gardener_jax.models import default_attention
+
+  assert default_attention(np.float32) == default_attention(jax.numpy.bfloat16) == "per_head"  # this CPU
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert default_attention(np.float32) == "blockwise" and default_attention(jax.numpy.bfloat16) == "fused"
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert default_attention(np.float32) == default_attention(jax.numpy.bfloat16) == "fused"
 
 
 def test_lean_gelu_and_layer_norm_match_autodiff_of_the_library_ones():

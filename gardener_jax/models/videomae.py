@@ -70,17 +70,54 @@ def _per_head(qkv, scale: float):
   return q * scale, k, v
 
 
-def _head_forward(q, k, v):
-  scores = (q @ k.T).astype(jnp.float32)
-  row_max = scores.max(axis=-1, keepdims=True)
-  unnormalised = jnp.exp(scores - row_max)
-  row_sum = unnormalised.sum(axis=-1, keepdims=True)
-  return ((unnormalised.astype(v.dtype) @ v) / row_sum).astype(v.dtype), row_max, row_sum
+def _heads_first(x):
+  """(batch, tokens, heads, dim) → (batch · heads, tokens, dim)."""
+  b, n, h, d = x.shape
+  return x.transpose(0, 2, 1, 3).reshape(b * h, n, d)
+
+
+def _merge_heads(out, qkv_shape):
+  """(batch · heads, tokens, dim) → (batch, tokens, heads, dim)."""
+  b, n, _, h, d = qkv_shape
+  return out.reshape(b, h, n, d).transpose(0, 2, 1, 3)
+
+
+def _qkv_gradient(dq, dk, dv, scale: float, qkv_shape):
+  """The gradients of `_per_head`'s q · scale, k and v → the gradient of its (batch, tokens, 3, heads, dim)
+  input, as one array: three gradients scattered into zeros and added cost ~0.1 s per ViT-B step on CPU."""
+  b, n, _, h, d = qkv_shape
+  return jnp.stack([dq * scale, dk, dv]).reshape(3, b, h, n, d).transpose(1, 3, 0, 2, 4)
 
 
 def _split_heads(qkv, scale: float):
   """(batch, tokens, 3, heads, dim) → q · scale, k, v as (batch, tokens, heads, dim) each."""
   return qkv[..., 0, :, :] * scale, qkv[..., 1, :, :], qkv[..., 2, :, :]
+
+
+def _swap(x):
+  return jnp.swapaxes(x, -1, -2)
+
+
+def _tile_forward(q, k, v):
+  """softmax(q kᵀ) v for a tile of queries (..., queries, dim) against all keys and values (..., keys, dim),
+  normalising after the value product; also each query's score max and exponential sum, which is all the
+  backward pass keeps."""
+  scores = jnp.matmul(q, _swap(k)).astype(jnp.float32)
+  row_max = scores.max(axis=-1, keepdims=True)
+  unnormalised = jnp.exp(scores - row_max)
+  row_sum = unnormalised.sum(axis=-1, keepdims=True)
+  return (jnp.matmul(unnormalised.astype(v.dtype), v) / row_sum).astype(v.dtype), row_max, row_sum
+
+
+def _tile_backward(q, k, v, out, row_max, row_sum, grad_out):
+  """Flash attention's backward pass for one tile of queries: it rebuilds their softmax from the row max
+  and sum and returns their gradient, and their parts of k's and v's."""
+  p = jnp.exp(jnp.matmul(q, _swap(k)).astype(jnp.float32) - row_max) / row_sum
+  dv = jnp.matmul(_swap(p.astype(grad_out.dtype)), grad_out)
+  dp = jnp.matmul(grad_out, _swap(v)).astype(jnp.float32)
+  delta = jnp.sum(grad_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+  ds = (p * (dp - delta)).astype(q.dtype)
+  return jnp.matmul(ds, k), jnp.matmul(_swap(ds), q), dv
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -92,45 +129,95 @@ def attention_per_head(qkv, scale: float):
   the (tokens, tokens) scores. The backward pass is flash attention's: it keeps only the output and
   each row's max and sum, and rebuilds a head's probabilities from them. It takes q, k and v as the
   one (batch, tokens, 3, heads, head_dim) array the qkv projection makes and returns their gradient
-  as one array too: three gradients scattered into zeros and added cost ~0.1 s per ViT-B step on CPU.
-  Returns (batch, tokens, heads, head_dim).
+  as one array too. Returns (batch, tokens, heads, head_dim).
   """
   return _attention_forward(qkv, scale)[0]
 
 
 def _attention_forward(qkv, scale):
-  b, n, _, h, d = qkv.shape
-  out, row_max, row_sum = jax.lax.map(lambda args: _head_forward(*args), _per_head(qkv, scale))
-  return out.reshape(b, h, n, d).transpose(0, 2, 1, 3), (qkv, out, row_max, row_sum)
+  out, row_max, row_sum = jax.lax.map(lambda args: _tile_forward(*args), _per_head(qkv, scale))
+  return _merge_heads(out, qkv.shape), (qkv, out, row_max, row_sum)
 
 
 def _attention_backward(scale, residuals, grad_out):
   qkv, out, row_max, row_sum = residuals
-  b, n, _, h, d = qkv.shape
-
-  def one_head(args):
-    q, k, v, o, m, l, do = args
-    p = jnp.exp((q @ k.T).astype(jnp.float32) - m) / l  # the softmax, rebuilt
-    dv = p.astype(do.dtype).T @ do
-    dp = (do @ v.T).astype(jnp.float32)
-    ds = (p * (dp - jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True))).astype(q.dtype)
-    return ds @ k, ds.T @ q, dv
-
-  grad_out = grad_out.transpose(0, 2, 1, 3).reshape(b * h, n, d)
-  dq, dk, dv = jax.lax.map(one_head, (*_per_head(qkv, scale), out, row_max, row_sum, grad_out))
-  grads = jnp.stack([dq * scale, dk, dv]).reshape(3, b, h, n, d).transpose(1, 3, 0, 2, 4)
-  return (grads.astype(qkv.dtype),)
+  grad_out = _heads_first(grad_out)
+  dq, dk, dv = jax.lax.map(lambda args: _tile_backward(*args), (*_per_head(qkv, scale), out, row_max, row_sum,
+                                                                grad_out))
+  return (_qkv_gradient(dq, dk, dv, scale, qkv.shape).astype(qkv.dtype),)
 
 
 attention_per_head.defvjp(_attention_forward, _attention_backward)
 
 
+def _query_blocks(x, count: int):
+  """(batch · heads, tokens, ...) → (count, batch · heads, ⌈tokens / count⌉, ...): the tokens cut into
+  `count` equal blocks, the last zero-padded."""
+  size = -(-x.shape[1] // count)
+  x = jnp.pad(x, [(0, 0), (0, count * size - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+  return jnp.moveaxis(x.reshape(x.shape[0], count, size, *x.shape[2:]), 1, 0)
+
+
+def _join_blocks(x, tokens: int):
+  """The inverse of `_query_blocks`, the padding dropped."""
+  return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], -1, *x.shape[3:])[:, :tokens]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def attention_blockwise(qkv, scale: float, query_block: int = 512):
+  """`attention_per_head`'s result with every head at once and the queries in blocks of at most
+  `query_block` against all keys (tokens cut into equal blocks, the last padded). Its forward and
+  backward passes hold one block's scores at a time, (batch · heads, block, tokens), and the backward
+  pass keeps what flash attention keeps: memory grows with tokens, not tokens². For accelerators where no
+  flash kernel applies (float32 on GPUs: XLA's attention keeps every (tokens, tokens) probability matrix
+  for the backward pass, in float32). Takes and returns what `attention_per_head` does."""
+  return _blockwise_forward(qkv, scale, query_block)[0]
+
+
+def _blockwise_forward(qkv, scale, query_block):
+  q, k, v = _per_head(qkv, scale)
+  count = -(-q.shape[1] // query_block)
+  out, row_max, row_sum = jax.lax.map(lambda q_block: _tile_forward(q_block, k, v), _query_blocks(q, count))
+  return _merge_heads(_join_blocks(out, q.shape[1]), qkv.shape), (qkv, out, row_max, row_sum)
+
+
+def _blockwise_backward(scale, query_block, residuals, grad_out):
+  qkv, out, row_max, row_sum = residuals  # by query block; padded rows have grad_out 0 and add nothing
+  q, k, v = _per_head(qkv, scale)
+  grad_out = _heads_first(grad_out)
+
+  def one_block(grads_kv, block):
+    q_block, *rest = block
+    dq, dk, dv = _tile_backward(q_block, k, v, *rest)
+    return jax.tree.map(lambda total, part: total + part.astype(jnp.float32), grads_kv, (dk, dv)), dq
+
+  zeros = jnp.zeros(k.shape, jnp.float32)
+  blocks = (_query_blocks(q, out.shape[0]), out, row_max, row_sum, _query_blocks(grad_out, out.shape[0]))
+  (dk, dv), dq = jax.lax.scan(one_block, (zeros, zeros), blocks)
+  return (_qkv_gradient(_join_blocks(dq, q.shape[1]), dk, dv, scale, qkv.shape).astype(qkv.dtype),)
+
+
+attention_blockwise.defvjp(_blockwise_forward, _blockwise_backward)
+
+
+def default_attention(dtype) -> str:
+  """The attention implementation `Attention` uses unless told: 'per_head' on CPUs; on GPUs 'fused' (cuDNN's
+  flash attention) for 16-bit compute and 'blockwise' otherwise (cuDNN's serves 16-bit inputs only); 'fused'
+  on TPUs."""
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "per_head"
+  if backend == "gpu" and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+    return "blockwise"
+  return "fused"
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with one fused qkv matrix, learned q and v biases, zero k bias.
 
-  `implementation`: 'per_head' (the CPU default, see `attention_per_head`), 'fused'
-  (`jax.nn.dot_product_attention`: cuDNN flash attention on GPUs where it applies, the GPU/TPU
-  default) or 'einsum' (materialised softmax; used whenever attention dropout is active).
+  `implementation` (None: `default_attention`): 'per_head' (see `attention_per_head`), 'blockwise' (see
+  `attention_blockwise`), 'fused' (`jax.nn.dot_product_attention`: cuDNN flash attention on GPUs where it
+  applies) or 'einsum' (materialised softmax; used whenever attention dropout is active).
   """
 
   config: ModelConfig
@@ -147,12 +234,14 @@ class Attention(nn.Module):
     qkv_bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
     qkv = NormedDense(3 * c.width, self.norm, use_bias=False, dtype=self.dtype, name="qkv")(x)
     qkv = (qkv + qkv_bias).reshape(*x.shape[:-1], 3, c.num_heads, c.head_dim)
-    implementation = self.implementation or ("per_head" if jax.default_backend() == "cpu" else "fused")
+    implementation = self.implementation or default_attention(self.dtype)
     if c.attention_dropout_rate and not self.deterministic:
       implementation = "einsum"
     scale = c.head_dim**-0.5
     if implementation == "per_head":
       out = attention_per_head(qkv, scale)
+    elif implementation == "blockwise":
+      out = attention_blockwise(qkv, scale)
     elif implementation == "fused":
       q, k, v = _split_heads(qkv, scale)
       # cuDNN's flash attention where it applies (a GPU, 16-bit inputs): no score matrix in memory.
@@ -164,7 +253,8 @@ class Attention(nn.Module):
       weights = nn.Dropout(c.attention_dropout_rate)(weights.astype(self.dtype), deterministic=self.deterministic)
       out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     else:
-      raise ValueError(f"unknown attention implementation {implementation!r}; use per_head, fused or einsum")
+      raise ValueError(f"unknown attention implementation {implementation!r}; use per_head, blockwise, fused or "
+                       "einsum")
     return nn.Dense(c.width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(out.reshape(x.shape))
 
 
