@@ -116,6 +116,13 @@ def flax_variants(layouts: str, compiler_options: str) -> dict[str, dict]:
   return variants
 
 
+def attention_note(attention: str, dtype: str) -> str:
+  """For a table's title: the attention implementation of the Flax side (`--attention`, or the default)."""
+  from gardener_jax.models import default_attention
+
+  return f"Flax attention: {attention or default_attention(dtype) + ' (the default here)'}; "
+
+
 def options_note(compiler_options: str) -> str:
   """For a table's title: the XLA compile options of the layouts marked `+options`, if any."""
   return f"'+options': Flax's step compiled with {compiler_options}; " if compiler_options else ""

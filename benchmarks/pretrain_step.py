@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (flax_variants, machine, options_note, print_table, run_alternating,  # noqa: E402
-                               tunables_note)
+from benchmarks.common import (attention_note, flax_variants, machine, options_note, print_table,  # noqa: E402
+                               run_alternating, tunables_note)
 from benchmarks.train_step import FLAX_TIMING, PREAMBLE  # noqa: E402
 
 # A PyTorch child up to `step()`: one AdamW step of HuggingFace VideoMAEForPreTraining (SDPA) on one batch.
@@ -80,7 +80,7 @@ optim_config = ml_collections.ConfigDict(dict(lr=1.5e-4, warmup_steps=0, weight_
                                               clip_norm=0.0, layer_decay=1.0, accumulate=1))
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = make_mesh()
-model = VideoMAEPretraining(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks})
+model = VideoMAEPretraining(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks}, attention={attention!r})
 train_fn = train.compile_train_step(mesh, pretrain.masked_reconstruction_loss(model, 0.9), tx, schedule,
                                     compiler_options={compiler_options!r})
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
@@ -103,6 +103,7 @@ def main():
   parser.add_argument("--layouts", default="scanned,per_block",
                       help="Flax's block layouts to time: scanned (stacked, nn.scan), per_block (one subtree each); "
                            "either with +options: compiled with --compiler_options")
+  parser.add_argument("--attention", default="", help="Flax's attention implementation (see train_step.py)")
   parser.add_argument("--compiler_options", default="",
                       help='XLA compile options (JSON) of the +options layouts, e.g. {"xla_cpu_scheduler_type": '
                            '"CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}')
@@ -112,7 +113,7 @@ def main():
   layouts = list(variants)
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
-    fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype)
+    fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, attention=args.attention or None)
     runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), **{
         layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}), args.rounds,
         args.glibc_tunables)
@@ -127,7 +128,8 @@ def main():
   print_table(f"ViT-B masked-pretraining step (16×224², ratio 0.9, AdamW), both sides {precision}, PyTorch "
               f"attention SDPA; median of {args.steps} steps after the first, median over {args.rounds} process(es) "
               f"per configuration run in turn (one PyTorch process per round for both Flax layouts); "
-              f"{tunables_note(args.glibc_tunables)}{options_note(args.compiler_options)}{machine()}",
+              f"{attention_note(args.attention, args.dtype)}{tunables_note(args.glibc_tunables)}"
+              f"{options_note(args.compiler_options)}{machine()}",
               ["batch", "precision", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
                "Flax peak GiB", "memory ratio", "PyTorch first call s", "Flax first call s (compiles)"], rows)
 

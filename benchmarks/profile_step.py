@@ -106,7 +106,8 @@ def main():
   root = str(pathlib.Path(__file__).resolve().parents[1])
   job = pretrain_step if args.pretrain else train_step
   fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, dtype="float32", remat=False,
-              precision="highest", scan_blocks=not args.per_block, compiler_options=json.loads(args.compiler_options))
+              precision="highest", attention=None, scan_blocks=not args.per_block,
+              compiler_options=json.loads(args.compiler_options))
   torch_run = run_child((train_step.PREAMBLE + job.TORCH_SETUP + TORCH_PROFILE).format(**fill))
   flax_run = run_child((train_step.PREAMBLE + job.FLAX_SETUP + FLAX_PROFILE).format(**fill))
   rows = [[name, torch_run["seconds"].get(str(i), 0.0), flax_run["seconds"].get(str(i), 0.0)]

@@ -21,8 +21,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (flax_variants, machine, options_note, print_table, run_alternating,  # noqa: E402
-                               tunables_note)
+from benchmarks.common import (attention_note, flax_variants, machine, options_note, print_table,  # noqa: E402
+                               run_alternating, tunables_note)
 
 PREAMBLE = """
 import json, sys, time
@@ -101,7 +101,7 @@ optim_config = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, weight_de
                                               clip_norm=0.0, layer_decay=1.0, accumulate=1))
 tx, schedule = optim.make_optimizer(optim_config, params, config.depth, 100)
 mesh = make_mesh()
-model = VideoMAE(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks})
+model = VideoMAE(config, dtype=jnp.dtype({dtype!r}), scan_blocks={scan_blocks}, attention={attention!r})
 loss_fn = train.classification_loss(model, 400, train.TrainOptions())
 train_fn = train.compile_train_step(mesh, loss_fn, tx, schedule, compiler_options={compiler_options!r})
 state = jax.device_put(train.init_state(params, tx), replicated(mesh))
@@ -131,6 +131,8 @@ def main():
   parser.add_argument("--layouts", default="scanned",
                       help="Flax's block layouts to time, comma-separated: scanned (stacked, nn.scan), per_block "
                            "(one subtree each); either with +options: compiled with --compiler_options")
+  parser.add_argument("--attention", default="", help="Flax's attention implementation (default: the model's "
+                      "choice for the backend and dtype: per_head, blockwise, fused or einsum)")
   parser.add_argument("--compiler_options", default="",
                       help='XLA compile options (JSON) of the +options layouts, e.g. {"xla_cpu_scheduler_type": '
                            '"CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}')
@@ -148,7 +150,7 @@ def main():
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
-                precision="tensorfloat32" if args.tf32 else "highest")
+                precision="tensorfloat32" if args.tf32 else "highest", attention=args.attention or None)
     runs = run_alternating(dict(
         torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32), **{
             layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}),
@@ -165,10 +167,11 @@ def main():
                    step_flops * batch / flax_run["seconds"] / 1e12 / args.peak_tflops])
   print_table(f"ViT-B train step, 16×224², AdamW, {precision}{', Flax with remat' if args.remat else ''}; median of "
               f"{args.steps} steps after the first, median over {args.rounds} process(es) per side run in turn; "
-              f"{tunables_note(args.glibc_tunables)}{options_note(args.compiler_options)}"
-              f"{machine()} (peak: on CPU the process RSS high-water mark during the timed steps over the RSS before "
-              f"the framework's import, free heap handed back first on both sides; on GPU the allocator peak; "
-              f"'first-step ratio' also counts the first call: Flax's compilation, PyTorch's lazy optimiser state)",
+              f"{attention_note(args.attention, args.dtype)}{tunables_note(args.glibc_tunables)}"
+              f"{options_note(args.compiler_options)}{machine()} (peak: on CPU the process RSS high-water mark during "
+              f"the timed steps over the RSS before the framework's import, free heap handed back first on both "
+              f"sides; on GPU the allocator peak; 'first-step ratio' also counts the first call: Flax's compilation, "
+              f"PyTorch's lazy optimiser state)",
               ["precision", "batch", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
                "Flax peak GiB", "memory ratio", "first-step memory ratio", "Flax first call s", "Flax model TFLOP/s",
                "MFU"], rows)
