@@ -17,11 +17,15 @@
 #    GPUs), then with XLA's materialised attention ('fused'); XLA's temporaries of the finetuning step
 #    with both.
 set -uo pipefail
+part=${1:-all}
+if [[ ! $part =~ ^(all|steps|others|memory)$ ]]; then
+  echo "usage: gpu_check.sh [all|steps|others|memory]" >&2
+  exit 2
+fi
 out=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import jax, flax, torch, transformers; print(jax.__version__, flax.__version__, torch.__version__, transformers.__version__, jax.devices())" | tee -a "$out/gpu.txt"
-part=${1:-all}
 if [[ $part == all || $part == steps ]]; then
   python3 benchmarks/train_step.py --batches 8,32 --steps 5 --dtype bfloat16 --layouts scanned,per_block 2>&1 | tee "$out/train_bf16.txt"
   python3 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67 2>&1 | tee "$out/train_fp32.txt"

@@ -94,15 +94,11 @@ def _split_heads(qkv, scale: float):
   return qkv[..., 0, :, :] * scale, qkv[..., 1, :, :], qkv[..., 2, :, :]
 
 
-def _swap(x):
-  return jnp.swapaxes(x, -1, -2)
-
-
 def _tile_forward(q, k, v):
   """softmax(q kᵀ) v for a tile of queries (..., queries, dim) against all keys and values (..., keys, dim),
   normalising after the value product; also each query's score max and exponential sum, which is all the
   backward pass keeps."""
-  scores = jnp.matmul(q, _swap(k)).astype(jnp.float32)
+  scores = jnp.matmul(q, jnp.matrix_transpose(k)).astype(jnp.float32)
   row_max = scores.max(axis=-1, keepdims=True)
   unnormalised = jnp.exp(scores - row_max)
   row_sum = unnormalised.sum(axis=-1, keepdims=True)
@@ -112,12 +108,12 @@ def _tile_forward(q, k, v):
 def _tile_backward(q, k, v, out, row_max, row_sum, grad_out):
   """Flash attention's backward pass for one tile of queries: it rebuilds their softmax from the row max
   and sum and returns their gradient, and their parts of k's and v's."""
-  p = jnp.exp(jnp.matmul(q, _swap(k)).astype(jnp.float32) - row_max) / row_sum
-  dv = jnp.matmul(_swap(p.astype(grad_out.dtype)), grad_out)
-  dp = jnp.matmul(grad_out, _swap(v)).astype(jnp.float32)
+  p = jnp.exp(jnp.matmul(q, jnp.matrix_transpose(k)).astype(jnp.float32) - row_max) / row_sum
+  dv = jnp.matmul(jnp.matrix_transpose(p.astype(grad_out.dtype)), grad_out)
+  dp = jnp.matmul(grad_out, jnp.matrix_transpose(v)).astype(jnp.float32)
   delta = jnp.sum(grad_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
   ds = (p * (dp - delta)).astype(q.dtype)
-  return jnp.matmul(ds, k), jnp.matmul(_swap(ds), q), dv
+  return jnp.matmul(ds, k), jnp.matmul(jnp.matrix_transpose(ds), q), dv
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -131,15 +127,15 @@ def attention_per_head(qkv, scale: float):
   one (batch, tokens, 3, heads, head_dim) array the qkv projection makes and returns their gradient
   as one array too. Returns (batch, tokens, heads, head_dim).
   """
-  return _attention_forward(qkv, scale)[0]
+  return _per_head_forward(qkv, scale)[0]
 
 
-def _attention_forward(qkv, scale):
+def _per_head_forward(qkv, scale):
   out, row_max, row_sum = jax.lax.map(lambda args: _tile_forward(*args), _per_head(qkv, scale))
   return _merge_heads(out, qkv.shape), (qkv, out, row_max, row_sum)
 
 
-def _attention_backward(scale, residuals, grad_out):
+def _per_head_backward(scale, residuals, grad_out):
   qkv, out, row_max, row_sum = residuals
   grad_out = _heads_first(grad_out)
   dq, dk, dv = jax.lax.map(lambda args: _tile_backward(*args), (*_per_head(qkv, scale), out, row_max, row_sum,
@@ -147,7 +143,7 @@ def _attention_backward(scale, residuals, grad_out):
   return (_qkv_gradient(dq, dk, dv, scale, qkv.shape).astype(qkv.dtype),)
 
 
-attention_per_head.defvjp(_attention_forward, _attention_backward)
+attention_per_head.defvjp(_per_head_forward, _per_head_backward)
 
 
 def _query_blocks(x, count: int):
@@ -203,7 +199,7 @@ attention_blockwise.defvjp(_blockwise_forward, _blockwise_backward)
 def default_attention(dtype) -> str:
   """The attention implementation `Attention` uses unless told: 'per_head' on CPUs; on GPUs 'fused' (cuDNN's
   flash attention) for 16-bit compute and 'blockwise' otherwise (cuDNN's serves 16-bit inputs only); 'fused'
-  on TPUs."""
+  on other backends (TPUs)."""
   backend = jax.default_backend()
   if backend == "cpu":
     return "per_head"
