@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table  # noqa: E402
+from benchmarks.common import jax_device_name, machine, print_table  # noqa: E402
 
 
 def step_temporaries(job: str, attention: str, batch: int, dtype: str) -> int:
@@ -69,8 +69,6 @@ def main():
   parser.add_argument("--jobs", default="finetune,pretrain")
   args = parser.parse_args()
   import jax
-
-  from benchmarks.common import jax_device_name
 
   rows = []
   for job in args.jobs.split(","):

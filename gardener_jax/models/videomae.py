@@ -185,7 +185,8 @@ def _blockwise_backward(scale, query_block, residuals, grad_out):
   def one_block(grads_kv, block):
     q_block, *rest = block
     dq, dk, dv = _tile_backward(q_block, k, v, *rest)
-    return jax.tree.map(lambda total, part: total + part.astype(jnp.float32), grads_kv, (dk, dv)), dq
+    dk_total, dv_total = grads_kv
+    return (dk_total + dk.astype(jnp.float32), dv_total + dv.astype(jnp.float32)), dq
 
   zeros = jnp.zeros(k.shape, jnp.float32)
   blocks = (_query_blocks(q, out.shape[0]), out, row_max, row_sum, _query_blocks(grad_out, out.shape[0]))
