@@ -1,48 +1,75 @@
 #!/usr/bin/env bash
-# The prepared accelerator check: every GPU row of the README, each on equal terms (SPEC §9), in an
-# estimated 13-16 minutes on one H100 or H200 (first calls compile: Flax's fp32 steps take longest);
-# `gpu_check.sh steps` runs part 1 only, `gpu_check.sh others` parts 2-4, `gpu_check.sh memory` part 5,
-# for machines that limit one command to less.
-# Logs go to ${OUT:-/tmp}; the card's name and the library versions head gpu.txt and every table.
-# 1. the ViT-B finetuning step, Flax against transformers + torch AdamW at the same precision: bf16
-#    (PyTorch autocast, SDPA) at batch 8 and 32 (model FLOPs utilisation against the dense bf16 peak),
-#    fp32 with full float32 matmuls on both sides at batch 8; bf16 with Flax's blocks stacked and scanned
-#    and one subtree per block (train.scan_blocks);
-#    the masked-pretraining step in bf16 at batch 32, both block layouts;
-# 2. the ViT-B forward at batch 8 in fp32, full float32 matmuls on both sides, then TF32 on both: sdpa,
-#    eager attention and torch.compile against Flax, host→device copies timed on both sides;
-# 3. exact block entropy against torch.unique on the same GPU;
-# 4. pruned-model forward throughput in bf16;
-# 5. fp32 memory: the masked-pretraining step at batch 8 with the default attention (blockwise for fp32 on
-#    GPUs), then with XLA's materialised attention ('fused'); XLA's temporaries of the finetuning step
-#    with both.
+# The prepared accelerator check: the README's GPU rows, each on equal terms (SPEC §9), in parts sized for a
+# lent machine (15 minutes of device time per session, its start included; at most 10 minutes a command).
+# Estimates are for one H100 or H200, from earlier sessions' compile and step times there; Flax's fp32 steps
+# compile longest (83 s for the pretraining step at full float32 precision):
+#   core  (≈ 5 min) the issues' targets: the ViT-B finetuning step in bf16 at batch 32 (PyTorch autocast,
+#         SDPA; model FLOPs utilisation against the dense bf16 peak); the forward at batch 8 in fp32 with TF32
+#         on both sides (sdpa, eager and torch.compile against Flax, host→device copies timed on both sides);
+#         the masked-pretraining step in bf16 at batch 32, blocks scanned and one subtree per block;
+#   fp32  (≈ 6 min) full float32 matmuls on both sides: the masked-pretraining and the finetuning step at
+#         batch 8, Flax with its default attention (blockwise for fp32 on GPUs); XLA's temporaries of both
+#         steps with blockwise and with XLA's materialised attention ('fused'), compiled without running;
+#   more  (≈ 6 min) the finetuning step in bf16 at batch 8 and one subtree per block; the forward with full
+#         float32 matmuls; exact block entropy against torch.unique on the same GPU; pruned-model forward
+#         throughput in bf16;
+#   all   the three in turn (≈ 17 min: more than one session's device time);
+#   ready only what every part does first: install the carried wheels, print versions, import everything.
+# Packages: `gpu_check.sh wheels`, run here (not there), downloads into .whl/ the wheels of what the checks
+# import that the lent image lacks (benchmarks/gpu_packages.py); carry .whl and the check installs them, then
+# imports everything it will need before any row, so a missing package costs seconds, not the loan.
+# Logs: $OUT/gpu.txt (the card, driver and versions) and $OUT/<part>.txt; every table names the card too.
+# Each script is stopped after its own time limit, so one that hangs leaves the others their time.
 set -uo pipefail
-part=${1:-all}
-if [[ ! $part =~ ^(all|steps|others|memory)$ ]]; then
-  echo "usage: gpu_check.sh [all|steps|others|memory]" >&2
+cd "$(dirname "$0")/.."
+part=${1:-core}
+if [[ ! $part =~ ^(core|fp32|more|all|ready|wheels)$ ]]; then
+  echo "usage: gpu_check.sh [core|fp32|more|all|ready|wheels]" >&2
   exit 2
+fi
+if [[ $part == wheels ]]; then  # here: Python 3.12 wheels for the lent machines (GPU_PYTHON to change it)
+  rm -rf .whl && mkdir .whl
+  exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_PYTHON:-3.12}" \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux1_x86_64 --platform any -d .whl $(python3 benchmarks/gpu_packages.py)
 fi
 out=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python3 -c "import jax, flax, torch, transformers; print(jax.__version__, flax.__version__, torch.__version__, transformers.__version__, jax.devices())" | tee -a "$out/gpu.txt"
-if [[ $part == all || $part == steps ]]; then
-  python3 benchmarks/train_step.py --batches 8,32 --steps 5 --dtype bfloat16 --layouts scanned,per_block 2>&1 | tee "$out/train_bf16.txt"
-  python3 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67 2>&1 | tee "$out/train_fp32.txt"
-  python3 benchmarks/pretrain_step.py --batches 32 --steps 5 --dtype bfloat16 2>&1 | tee "$out/pretrain_bf16.txt"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 3
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-if [[ $part == all || $part == others ]]; then
-  : > "$out/convert.txt"
-  for precision in "" --tf32; do  # full float32 matmuls on both sides, then TF32 on both
-    python3 benchmarks/convert.py --batch 8 --repeats 5 $precision 2>&1 | grep -v "Writing\|Loading" | tee -a "$out/convert.txt"
-  done
-  python3 benchmarks/entropy.py --repeats 3 2>&1 | tee "$out/entropy.txt"
-  python3 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16 2>&1 | tee "$out/speedup.txt"
-fi
-if [[ $part == all || $part == memory ]]; then
-  : > "$out/pretrain_fp32.txt"
-  for attention in "" fused; do  # the default (blockwise), then XLA's materialised attention
-    python3 benchmarks/pretrain_step.py --batches 8 --steps 5 --dtype float32 --layouts scanned --attention "$attention" 2>&1 | tee -a "$out/pretrain_fp32.txt"
-  done
-  python3 benchmarks/step_memory.py --batch 8 --dtype float32 --attention fused,blockwise --jobs finetune 2>&1 | tee "$out/step_memory.txt"
-fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
+python3 benchmarks/gpu_packages.py --check 2>&1 | tee -a "$out/gpu.txt" || exit 3
+[[ $part == ready ]] && exit 0
+
+row() {  # row SECONDS SCRIPT ARGS...: one benchmark script, stopped after SECONDS
+  echo "+ $*"
+  timeout "$1" python3 "${@:2}" 2>&1 | grep -v "^Writing\|^Loading"
+}
+
+core() {
+  row 150 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16
+  row 240 benchmarks/convert.py --batch 8 --repeats 5 --tf32
+  row 150 benchmarks/pretrain_step.py --batches 32 --steps 5 --dtype bfloat16
+}
+
+fp32() {
+  row 180 benchmarks/pretrain_step.py --batches 8 --steps 5 --dtype float32 --layouts scanned
+  row 180 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
+  row 200 benchmarks/step_memory.py --batch 8 --dtype float32 --attention fused,blockwise
+}
+
+more() {
+  row 140 benchmarks/train_step.py --batches 8 --steps 5 --dtype bfloat16 --layouts scanned,per_block
+  row 90 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16 --layouts per_block
+  row 140 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
+  row 80 benchmarks/entropy.py --repeats 3
+  row 110 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
+}
+
+for each in $([[ $part == all ]] && echo core fp32 more || echo "$part"); do
+  "$each" 2>&1 | tee "$out/$each.txt"
+done

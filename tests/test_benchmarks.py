@@ -1,5 +1,5 @@
-"""The prepared GPU check runs on a lent machine with minutes to spare: a flag its scripts do not take would
-waste the loan, so every call it makes is checked against the script's --help here."""
+"""The prepared GPU check runs on a lent machine with minutes to spare: a flag its scripts do not take, a part
+that outlasts one command or a package the machine lacks would waste the loan, so each is checked here."""
 
 import pathlib
 import re
@@ -7,18 +7,45 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+CHECK = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+COMMAND_LIMIT_S = 600  # one command on a lent machine
+
+
+def run(*args, **kwargs):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, **kwargs)
 
 
 def test_the_gpu_check_passes_only_flags_its_scripts_take():
-  check = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
-  calls = re.findall(r"python3 (benchmarks/\w+\.py)([^|\n]*)", check)
-  assert len(calls) == 8, calls
+  calls = re.findall(r"^  row \d+ (benchmarks/\w+\.py)(.*)$", CHECK, re.M)
+  assert len(calls) == 11, calls
   helps = {}
   for script, arguments in calls:
     if script not in helps:
-      helps[script] = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
-                                     check=True).stdout
+      helps[script] = run(script, "--help", check=True).stdout
     for flag in re.findall(r"--\w+", arguments):
       assert re.search(rf"{flag}\b", helps[script]), f"gpu_check.sh passes {flag} to {script}, which does not take it"
-  loop_flags = re.findall(r'for precision in "" (--\w+)', check)  # passed through $precision
-  assert loop_flags == ["--tf32"] and "--tf32" in helps["benchmarks/convert.py"]
+
+
+def test_each_part_of_the_gpu_check_fits_one_command_with_time_to_set_up():
+  parts = re.findall(r"^(\w+)\(\) \{\n(.*?)^\}", CHECK, re.M | re.S)
+  limits = {name: sum(map(int, re.findall(r"^  row (\d+) ", body, re.M))) for name, body in parts}
+  assert set(limits) == {"core", "fp32", "more"}, limits
+  for name, seconds in limits.items():
+    assert 0 < seconds <= COMMAND_LIMIT_S - 30, (name, seconds)
+
+
+def test_the_gpu_check_carries_what_its_imports_need_and_never_the_images_own_builds():
+  carry = run("benchmarks/gpu_packages.py", check=True).stdout.split()
+  names = {line.split("==")[0] for line in carry}
+  assert all(re.fullmatch(r"[a-z0-9-]+==[\w.+]+", line) for line in carry), carry
+  assert {"grain", "ml-collections"} <= names  # the step's children import gardener_jax.train (grain), ml_collections
+  assert not names & {"jax", "jaxlib", "torch", "transformers", "flax", "numpy"}, names
+
+
+def test_the_gpu_checks_preflight_names_a_missing_package():
+  hide_grain = ("import runpy, sys; sys.modules['grain'] = None; sys.argv = ['gpu_packages.py', '--check']; "
+                "runpy.run_path('benchmarks/gpu_packages.py', run_name='__main__')")
+  failed = run("-c", hide_grain)
+  assert failed.returncode == 1
+  assert "cannot import gardener_jax.train" in failed.stderr and "grain" in failed.stderr, failed.stderr
+  assert run("benchmarks/gpu_packages.py", "--check").returncode == 0
