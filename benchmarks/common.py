@@ -84,8 +84,11 @@ def reset_peak_rss() -> None:
   PyTorch's first step), and the steps' peak should count the memory they use, not that.
   """
   ctypes.CDLL("libc.so.6").malloc_trim(0)
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+  except OSError:  # gVisor has no clear_refs; on a GPU the peak is the allocator's anyway
+    pass
 
 
 def run_child(code: str, glibc_tunables: str = "") -> dict:
@@ -131,13 +134,20 @@ def options_note(compiler_options: str) -> str:
 def run_alternating(codes: dict[str, str], rounds: int, glibc_tunables: str = "") -> dict[str, dict]:
   """Runs each child of `codes` (name → code) once per round, in turn, and gives each name the median of
   every number its children printed: on a machine whose speed drifts, alternating keeps the drift from
-  landing on one side. `glibc_tunables` is passed to every child alike."""
+  landing on one side. `glibc_tunables` is passed to every child alike. Each child's numbers are printed as
+  it ends, and a child that fails is reported and left out, so a script stopped early or one failing
+  configuration keeps what the others measured; a name whose every child failed is missing."""
   runs = {name: [] for name in codes}
   for _ in range(rounds):
     for name, code in codes.items():
-      runs[name].append(run_child(code, glibc_tunables))
+      try:
+        runs[name].append(run_child(code, glibc_tunables))
+      except RuntimeError as error:
+        print(f"{name}: {error}", file=sys.stderr, flush=True)
+        continue
+      print(f"{name}: {json.dumps(runs[name][-1])}", flush=True)
   return {name: {key: statistics.median(run[key] for run in results) for key in results[0]}
-          for name, results in runs.items()}
+          for name, results in runs.items() if results}
 
 
 def machine() -> str:

@@ -113,6 +113,7 @@ class Forward:
 
 def measure(name: str, device: str, first_call_is: str, run, repeats: int) -> Forward:
   first_call, seconds, logits = first_and_median(run, repeats)
+  print(f"{name} on {device}: first call {first_call:.3f} s, median {seconds:.3f} s", flush=True)  # if stopped early
   return Forward(name, device, first_call_is, first_call, seconds, logits)
 
 
@@ -148,7 +149,6 @@ def main():
   attention = default_attention(np.float32)
   sdpa = measure("PyTorch (transformers, sdpa)", torch_name, "first step", torch_forward(torch_model, clips, device),
                  args.repeats)
-  compiled = [] if args.no_compile else [measure_compiled(torch_model, clips, device, args.repeats)]
   eager = measure("PyTorch (transformers, eager attention)", torch_name, "first step",
                   torch_forward(torch_eager, clips, device), args.repeats)
   flax_default = measure(f"Flax (jit, default attention: {attention})", jax_name, "trace + compile + run",
@@ -159,6 +159,8 @@ def main():
   flax_fused = [] if attention != "blockwise" else [measure(
       "Flax (jit, XLA's attention: jax.nn.dot_product_attention)", jax_name, "trace + compile + run",
       flax_forward(params, config, clips, "fused"), args.repeats)]
+  # last: Inductor's compilation is the slowest call here and the likeliest to fail
+  compiled = [] if args.no_compile else [measure_compiled(torch_model, clips, device, args.repeats)]
   rows = [row for forward in [sdpa, *compiled, eager, flax_default, *flax_fused, flax_einsum]
           for row in forward.rows(sdpa.seconds)]
 

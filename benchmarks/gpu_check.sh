@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # The prepared accelerator check: the README's GPU rows, each on equal terms (SPEC §9), in parts sized for a
 # lent machine (15 minutes of device time per session, its start included; at most 10 minutes a command).
-# Estimates are for one H100 or H200, from earlier sessions' compile and step times there; Flax's fp32 steps
-# compile longest (83 s for the pretraining step at full float32 precision):
+# Each script has its own time limit and a part's limits sum to 9 minutes; the estimates are for one H100 or
+# H200, from earlier sessions' compile and step times there (Flax's fp32 steps compile longest: 83 s for the
+# pretraining step at full float32 precision):
 #   core  (≈ 5 min) the issues' targets: the ViT-B finetuning step in bf16 at batch 32 (PyTorch autocast,
 #         SDPA; model FLOPs utilisation against the dense bf16 peak); the forward at batch 8 in fp32 with TF32
 #         on both sides (sdpa, eager and torch.compile against Flax, host→device copies timed on both sides);
 #         the masked-pretraining step in bf16 at batch 32, blocks scanned and one subtree per block;
-#   fp32  (≈ 6 min) full float32 matmuls on both sides: the masked-pretraining and the finetuning step at
-#         batch 8, Flax with its default attention (blockwise for fp32 on GPUs); XLA's temporaries of both
-#         steps with blockwise and with XLA's materialised attention ('fused'), compiled without running;
-#   more  (≈ 6 min) the finetuning step in bf16 at batch 8 and one subtree per block; the forward with full
-#         float32 matmuls; exact block entropy against torch.unique on the same GPU; pruned-model forward
-#         throughput in bf16;
+#   fp32  (≈ 6 min) full float32 matmuls on both sides, Flax with its default attention (blockwise for fp32 on
+#         GPUs): the masked-pretraining step at batch 8; XLA's temporaries of that step with blockwise and with
+#         XLA's materialised attention ('fused'), compiled without running; the finetuning step at batch 8;
+#   more  (≈ 6 min) the finetuning step in bf16 at batch 8, blocks scanned and one subtree per block; the
+#         forward with full float32 matmuls; exact block entropy against torch.unique on the same GPU;
+#         pruned-model forward throughput in bf16; XLA's temporaries of the fp32 finetuning step by attention;
 #   all   the three in turn (≈ 17 min: more than one session's device time);
-#   ready only what every part does first: install the carried wheels, print versions, import everything.
-# Packages: `gpu_check.sh wheels`, run here (not there), downloads into .whl/ the wheels of what the checks
-# import that the lent image lacks (benchmarks/gpu_packages.py); carry .whl and the check installs them, then
-# imports everything it will need before any row, so a missing package costs seconds, not the loan.
-# Logs: $OUT/gpu.txt (the card, driver and versions) and $OUT/<part>.txt; every table names the card too.
-# Each script is stopped after its own time limit, so one that hangs leaves the others their time.
+#   ready only what every part does first: install the carried wheels, print versions and devices, import
+#         everything the scripts import, and stop unless JAX and PyTorch both see the GPU.
+# Packages: `gpu_check.sh wheels`, run here with the project's environment (not there), downloads into .whl/
+# the wheels, for the lent machine's Python 3.12, of what the scripts import that its image lacks
+# (benchmarks/gpu_packages.py); carry .whl and every part installs them before its first row, so a missing
+# package costs seconds, not the loan.
+# Logs: $OUT/gpu.txt (the card, driver, versions, devices) and $OUT/<part>.txt; every table names the card too,
+# and the step scripts print each child's numbers as it ends, so a script stopped at its limit keeps them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-core}
@@ -42,12 +45,12 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
-python3 benchmarks/gpu_packages.py --check 2>&1 | tee -a "$out/gpu.txt" || exit 3
+python3 benchmarks/gpu_packages.py --check --backend gpu 2>&1 | tee -a "$out/gpu.txt" || exit 3
 [[ $part == ready ]] && exit 0
 
-row() {  # row SECONDS SCRIPT ARGS...: one benchmark script, stopped after SECONDS
+row() {  # row SECONDS SCRIPT ARGS...: one benchmark script, stopped after SECONDS (killed 10 s later)
   echo "+ $*"
-  timeout "$1" python3 "${@:2}" 2>&1 | grep -v "^Writing\|^Loading"
+  timeout -k 10 "$1" python3 "${@:2}" 2>&1 | grep --line-buffered -v "^Writing\|^Loading"
 }
 
 core() {
@@ -58,16 +61,16 @@ core() {
 
 fp32() {
   row 180 benchmarks/pretrain_step.py --batches 8 --steps 5 --dtype float32 --layouts scanned
-  row 180 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
-  row 200 benchmarks/step_memory.py --batch 8 --dtype float32 --attention fused,blockwise
+  row 160 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs pretrain
+  row 200 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
 }
 
 more() {
-  row 140 benchmarks/train_step.py --batches 8 --steps 5 --dtype bfloat16 --layouts scanned,per_block
-  row 90 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16 --layouts per_block
-  row 140 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
-  row 80 benchmarks/entropy.py --repeats 3
-  row 110 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
+  row 150 benchmarks/train_step.py --batches 8 --steps 5 --dtype bfloat16 --layouts scanned,per_block
+  row 130 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
+  row 50 benchmarks/entropy.py --repeats 3
+  row 90 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
+  row 120 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs finetune
 }
 
 for each in $([[ $part == all ]] && echo core fp32 more || echo "$part"); do

@@ -122,19 +122,33 @@ def to_carry(modules: set[str]) -> list[str]:
   return sorted(f"{name}=={importlib.metadata.version(name)}" for name in carry)
 
 
+def preflight(failed: dict[str, str], backend_wanted: str) -> bool:
+  """Prints the versions, both frameworks' devices and what failed to import; True if nothing failed and, where
+  `backend_wanted` is gpu, JAX's backend is the GPU and PyTorch sees CUDA."""
+  print("versions:", {name: version_or_missing(name) for name in SHOWN})
+  jax = None if "jax" in failed else importlib.import_module("jax")
+  torch = None if "torch" in failed else importlib.import_module("torch")
+  backend, cuda = jax and jax.default_backend(), torch and torch.cuda.is_available()
+  print("JAX backend:", backend, "devices:", jax and jax.devices(), "PyTorch CUDA:", cuda)
+  for module, why in failed.items():
+    print(f"gpu_packages: cannot import {module} ({why}); carry its wheel (gpu_check.sh wheels)", file=sys.stderr)
+  wrong_backend = bool(backend_wanted) and (backend != backend_wanted or (backend_wanted == "gpu" and not cuda))
+  if wrong_backend:
+    print(f"gpu_packages: JAX's backend is {backend} and PyTorch's CUDA {cuda}; wanted {backend_wanted} on both",
+          file=sys.stderr)
+  return not failed and not wrong_backend
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--check", action="store_true", help="report the modules that fail to import, exit 1 if any")
+  parser.add_argument("--backend", default="", help="with --check: exit 1 unless JAX's default backend is this one "
+                      "(gpu: a CUDA plugin that failed to load leaves JAX on the CPU, where every row would time out)")
   args = parser.parse_args()
   modules = set().union(*map(imported_modules, check_scripts()))
   failed = import_all(modules)
   if args.check:
-    print("versions:", {name: version_or_missing(name) for name in SHOWN})
-    if "jax" not in failed:
-      print("devices:", importlib.import_module("jax").devices())
-    for module, why in failed.items():
-      print(f"gpu_packages: cannot import {module} ({why}); carry its wheel (gpu_check.sh wheels)", file=sys.stderr)
-    sys.exit(1 if failed else 0)
+    sys.exit(0 if preflight(failed, args.backend) else 1)
   if failed:
     sys.exit(f"gpu_packages: these imports fail here, so the carry list would be incomplete: {failed}")
   print("\n".join(to_carry(modules)))

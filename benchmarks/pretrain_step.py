@@ -117,8 +117,10 @@ def main():
     runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), **{
         layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}), args.rounds,
         args.glibc_tunables)
+    if "torch" not in runs:
+      continue
     torch_run = runs["torch"]
-    for layout in layouts:
+    for layout in (name for name in layouts if name in runs):  # a failed child was reported; its row is left out
       flax_run = runs[layout]
       rows.append([batch, args.dtype, layout, torch_run["seconds"], flax_run["seconds"],
                    flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,

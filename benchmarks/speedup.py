@@ -16,7 +16,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import median_time, print_table  # noqa: E402
+from benchmarks.common import machine, median_time, print_table  # noqa: E402
 from gardener_jax import prune  # noqa: E402
 from gardener_jax.models import ModelConfig, VideoMAE, init_params  # noqa: E402
 
@@ -47,7 +47,7 @@ def main():
     rows.append([keep, f"{prune.gflops(pruned_config):.1f}", seconds, args.batch / seconds, measured, ideal,
                  measured / ideal])
   print_table(f"ViT-B forward, batch {args.batch}, {args.dtype}, {jax.devices()[0].device_kind} "
-              f"({jax.device_count()} device), median of {args.repeats}",
+              f"({jax.device_count()} device), median of {args.repeats}; {machine()}",
               ["blocks kept", "GFLOPs/clip", "seconds", "clips/s", "speed-up", "ideal (GFLOPs)", "measured / ideal"],
               rows)
 

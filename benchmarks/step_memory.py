@@ -77,6 +77,7 @@ def main():
       temporaries = step_temporaries(job, attention, args.batch, args.dtype)
       first = first or temporaries
       rows.append([job, args.batch, args.dtype, attention, temporaries / 2**30, temporaries / first])
+      print(f"{job}, {attention}: {temporaries / 2**30:.3f} GiB", flush=True)  # kept if a later compile is stopped
   print_table(f"XLA temporaries of one ViT-B train step (16×224², AdamW), compiled for {jax_device_name()} "
               f"({jax.device_count()} device(s)), nothing run; {machine()}",
               ["step", "batch", "precision", "attention", "temporaries GiB", "ratio to the first"], rows)

@@ -9,6 +9,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHECK = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
 COMMAND_LIMIT_S = 600  # one command on a lent machine
+SET_UP_S = 60  # each part installs the carried wheels and imports everything first
 
 
 def run(*args, **kwargs):
@@ -31,7 +32,7 @@ def test_each_part_of_the_gpu_check_fits_one_command_with_time_to_set_up():
   limits = {name: sum(map(int, re.findall(r"^  row (\d+) ", body, re.M))) for name, body in parts}
   assert set(limits) == {"core", "fp32", "more"}, limits
   for name, seconds in limits.items():
-    assert 0 < seconds <= COMMAND_LIMIT_S - 30, (name, seconds)
+    assert 0 < seconds <= COMMAND_LIMIT_S - SET_UP_S, (name, seconds)
 
 
 def test_the_gpu_check_carries_what_its_imports_need_and_never_the_images_own_builds():
