@@ -50,7 +50,9 @@ python3 benchmarks/gpu_packages.py --check --backend gpu 2>&1 | tee -a "$out/gpu
 
 row() {  # row SECONDS SCRIPT ARGS...: one benchmark script, stopped after SECONDS (killed 10 s later)
   echo "+ $*"
-  timeout -k 10 "$1" python3 "${@:2}" 2>&1 | grep --line-buffered -v "^Writing\|^Loading"
+  timeout -k 10 "$1" python3 "${@:2}" 2>&1 | grep --line-buffered -v "Writing\|Loading"  # progress bars
+  local status=${PIPESTATUS[0]}
+  if ((status)); then echo "! $2 ended with status $status (124: stopped at its $1 s limit)"; fi
 }
 
 core() {
