@@ -96,9 +96,12 @@ def run_child(code: str, glibc_tunables: str = "") -> dict:
   `glibc_tunables`, if given, is the child's GLIBC_TUNABLES (glibc reads it only as a process starts)."""
   env = {**os.environ, "GLIBC_TUNABLES": glibc_tunables} if glibc_tunables else None
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
-  if out.returncode:
-    raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  try:
+    if not out.returncode:
+      return json.loads(out.stdout.strip().splitlines()[-1])
+  except (IndexError, json.JSONDecodeError):
+    pass
+  raise RuntimeError(f"benchmark child failed (status {out.returncode}, no JSON line last):\n{out.stderr[-3000:]}")
 
 
 def tunables_note(glibc_tunables: str) -> str:
@@ -148,6 +151,12 @@ def run_alternating(codes: dict[str, str], rounds: int, glibc_tunables: str = ""
       print(f"{name}: {json.dumps(runs[name][-1])}", flush=True)
   return {name: {key: statistics.median(run[key] for run in results) for key in results[0]}
           for name, results in runs.items() if results}
+
+
+def paired_runs(runs: dict[str, dict], layouts: list[str]):
+  """(layout, PyTorch's numbers, Flax's) for each Flax layout that `run_alternating` has numbers for, if it has
+  PyTorch's (its child is named 'torch')."""
+  return [(layout, runs["torch"], runs[layout]) for layout in layouts if layout in runs and "torch" in runs]
 
 
 def machine() -> str:

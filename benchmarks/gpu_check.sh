@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The prepared accelerator check: the README's GPU rows, each on equal terms (SPEC §9), in parts sized for a
 # lent machine (15 minutes of device time per session, its start included; at most 10 minutes a command).
-# Each script has its own time limit and a part's limits sum to 9 minutes; the estimates are for one H100 or
-# H200, from earlier sessions' compile and step times there (Flax's fp32 steps compile longest: 83 s for the
-# pretraining step at full float32 precision):
+# Each script has its own time limit (and 10 s more to die), which with the set-up keeps a part within one
+# command; the estimates are from earlier sessions' compile and step times on an H200 (Flax's fp32 steps compile
+# longest: 83 s for the pretraining step at full float32 precision):
 #   core  (≈ 5 min) the issues' targets: the ViT-B finetuning step in bf16 at batch 32 (PyTorch autocast,
 #         SDPA; model FLOPs utilisation against the dense bf16 peak); the forward at batch 8 in fp32 with TF32
 #         on both sides (sdpa, eager and torch.compile against Flax, host→device copies timed on both sides);
@@ -17,7 +17,7 @@
 #   all   the three in turn (≈ 17 min: more than one session's device time);
 #   ready only what every part does first: install the carried wheels, print versions and devices, import
 #         everything the scripts import, and stop unless JAX and PyTorch both see the GPU.
-# Packages: `gpu_check.sh wheels`, run here with the project's environment (not there), downloads into .whl/
+# Packages: `gpu_check.sh wheels`, run here with the project's .venv (not there), downloads into .whl/
 # the wheels, for the lent machine's Python 3.12, of what the scripts import that its image lacks
 # (benchmarks/gpu_packages.py); carry .whl and every part installs them before its first row, so a missing
 # package costs seconds, not the loan.
@@ -30,12 +30,14 @@ if [[ ! $part =~ ^(core|fp32|more|all|ready|wheels)$ ]]; then
   echo "usage: gpu_check.sh [core|fp32|more|all|ready|wheels]" >&2
   exit 2
 fi
-if [[ $part == wheels ]]; then  # here: Python 3.12 wheels for the lent machines (GPU_PYTHON to change it)
+if [[ $part == wheels ]]; then  # here, with the project's environment (PYTHON, default .venv/bin/python)
+  python=${PYTHON:-.venv/bin/python} gpu_python=${GPU_PYTHON:-3.12}
+  packages=$("$python" benchmarks/gpu_packages.py --python "$gpu_python") || exit 3
   rm -rf .whl && mkdir .whl
-  exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_PYTHON:-3.12}" \
+  exec "$python" -m pip download -q --no-deps --only-binary=:all: --python-version "$gpu_python" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform manylinux1_x86_64 --platform any -d .whl $(python3 benchmarks/gpu_packages.py)
+    --platform manylinux1_x86_64 --platform any -d .whl $packages
 fi
 out=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -50,29 +52,29 @@ python3 benchmarks/gpu_packages.py --check --backend gpu 2>&1 | tee -a "$out/gpu
 
 row() {  # row SECONDS SCRIPT ARGS...: one benchmark script, stopped after SECONDS (killed 10 s later)
   echo "+ $*"
-  timeout -k 10 "$1" python3 "${@:2}" 2>&1 | grep --line-buffered -v "Writing\|Loading"  # progress bars
+  timeout -k 10 "$1" python3 "${@:2}" 2>&1 | grep --line-buffered -v -E $'^\r?(Writing|Loading)'  # progress bars
   local status=${PIPESTATUS[0]}
   if ((status)); then echo "! $2 ended with status $status (124: stopped at its $1 s limit)"; fi
 }
 
 core() {
-  row 150 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16
-  row 240 benchmarks/convert.py --batch 8 --repeats 5 --tf32
-  row 150 benchmarks/pretrain_step.py --batches 32 --steps 5 --dtype bfloat16
+  row 140 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16
+  row 230 benchmarks/convert.py --batch 8 --repeats 5 --tf32
+  row 140 benchmarks/pretrain_step.py --batches 32 --steps 5 --dtype bfloat16
 }
 
 fp32() {
-  row 180 benchmarks/pretrain_step.py --batches 8 --steps 5 --dtype float32 --layouts scanned
-  row 160 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs pretrain
-  row 200 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
+  row 170 benchmarks/pretrain_step.py --batches 8 --steps 5 --dtype float32 --layouts scanned
+  row 150 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs pretrain
+  row 190 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
 }
 
 more() {
-  row 150 benchmarks/train_step.py --batches 8 --steps 5 --dtype bfloat16 --layouts scanned,per_block
-  row 130 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
-  row 50 benchmarks/entropy.py --repeats 3
-  row 90 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
-  row 120 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs finetune
+  row 140 benchmarks/train_step.py --batches 8 --steps 5 --dtype bfloat16 --layouts scanned,per_block
+  row 120 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
+  row 45 benchmarks/entropy.py --repeats 3
+  row 80 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
+  row 110 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs finetune
 }
 
 for each in $([[ $part == all ]] && echo core fp32 more || echo "$part"); do

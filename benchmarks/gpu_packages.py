@@ -1,22 +1,27 @@
 """What the prepared GPU check (gpu_check.sh) needs on a lent machine that the machine's image lacks.
 
-  python benchmarks/gpu_packages.py          # here: name==version of each distribution to carry as a wheel
-  python benchmarks/gpu_packages.py --check  # there: import what the check's scripts import; name what fails
+  python benchmarks/gpu_packages.py [--python 3.12]  # here: name==version of each distribution to carry
+  python benchmarks/gpu_packages.py --check [--backend gpu]  # there: import what the scripts import
 
-The modules are read from the scripts gpu_check.sh runs, their child processes' code included. The carry list
-starts from the distributions those scripts and this project's modules import directly, keeps those the image
-lacks and adds what they require that it lacks too, at this environment's (tested) versions. jax, jaxlib, torch
-and transformers are the image's own CUDA builds and are never carried.
+The modules are read from the scripts gpu_check.sh runs: their own imports, those in the child processes' code
+they hold, and those inside functions of this project's modules they reach. The carry list starts from the
+distributions those modules and this project's modules import directly, keeps those the image lacks and adds
+what they require (with the extras they ask for) that it lacks too, at this environment's tested versions.
+jax, jaxlib, torch and transformers are the image's own CUDA builds and are never carried.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import importlib.metadata
 import pathlib
 import re
 import sys
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,29 +55,60 @@ OWN = ("benchmarks", "gardener_jax", "tools")
 SHOWN = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "transformers", "grain", "numpy")
 
 
-def normalized(name: str) -> str:
-  return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def check_scripts() -> list[pathlib.Path]:
   """The benchmark scripts gpu_check.sh runs (its `row` lines)."""
   check = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
   return sorted({ROOT / script for script in re.findall(r"^  row \d+ (benchmarks/\w+\.py)", check, re.M)})
 
 
-def imported_modules(source: pathlib.Path, indented: bool = True) -> set[str]:
-  """Every module an import statement in `source` names, in its own code or in the child code it holds
-  (`indented`: in functions too); `from package import name` also gives package.name, in case it is a
-  submodule."""
-  text = source.read_text()
-  indent = r"\s*" if indented else ""
+def statement_imports(nodes) -> set[str]:
+  """The modules the import statements among `nodes` name; `from package import name` also gives package.name,
+  in case it is a submodule."""
   modules = set()
-  for package, names in re.findall(rf"^{indent}from ([\w.]+) import \(?([\w, ]+)", text, re.M):
-    modules.add(package)
-    modules.update(f"{package}.{name.strip()}" for name in names.split(",") if name.strip())
-  for names in re.findall(rf"^{indent}import ([\w., ]+?)\s*(?:#.*)?$", text, re.M):
-    modules.update(name.split(" as ")[0].strip() for name in names.split(","))
-  return {module for module in modules if not module.startswith("__future__")}
+  for node in nodes:
+    if isinstance(node, ast.Import):
+      modules.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level and node.module != "__future__":
+      modules.add(node.module)
+      modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+  return modules
+
+
+def child_code_imports(tree: ast.Module) -> set[str]:
+  """The imports in the child-process code that the string constants of `tree` hold, line by line: the code
+  has format fields, so it does not parse whole, and prose that starts with "import" does not parse at all."""
+  modules = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+      for line in node.value.splitlines():
+        if line.lstrip().startswith(("import ", "from ")):
+          try:
+            modules |= statement_imports(ast.parse(line.strip()).body)
+          except SyntaxError:
+            pass
+  return modules
+
+
+def imported_modules(source: pathlib.Path, nested: bool = True) -> set[str]:
+  """The modules `source` imports: at module level, or (`nested`) anywhere, its child-process code included."""
+  tree = ast.parse(source.read_text())
+  if not nested:
+    return statement_imports(tree.body)
+  return statement_imports(ast.walk(tree)) | child_code_imports(tree)
+
+
+def own_source(module: str) -> pathlib.Path | None:
+  path = ROOT.joinpath(*module.split("."))
+  return next((file for file in (path.with_suffix(".py"), path / "__init__.py") if file.is_file()), None)
+
+
+def check_modules() -> set[str]:
+  """Every module the check's scripts import, with what the benchmark helpers they import import inside
+  functions (`machine()` imports gardener_jax.frameworks only when a table prints)."""
+  scripts = check_scripts()
+  modules = set().union(*map(imported_modules, scripts))
+  helpers = {own_source(module) for module in modules if module.startswith("benchmarks.")} - {None, *scripts}
+  return modules.union(*map(imported_modules, helpers))
 
 
 def import_all(modules: set[str]) -> dict[str, str]:
@@ -96,29 +132,41 @@ def version_or_missing(distribution: str) -> str:
     return "missing"
 
 
-def requirements(distribution: str) -> set[str]:
-  """The distributions `distribution` requires, without extras."""
-  from packaging.requirements import Requirement  # here only: the lent image's list does not name packaging
+def requirements(distribution: str, extras: frozenset[str], python: str, base: bool) -> set[tuple[str, frozenset]]:
+  """(name, extras) of what `distribution` requires on `python`: its own requirements if `base`, and those of
+  `extras`."""
+  environment = dict(python_version=python, python_full_version=f"{python}.0")
+
+  def wanted(requirement: Requirement) -> bool:
+    if requirement.marker is None:
+      return base
+    if "extra" not in str(requirement.marker):
+      return base and requirement.marker.evaluate(dict(environment, extra=""))
+    return any(requirement.marker.evaluate(dict(environment, extra=extra)) for extra in extras)
 
   listed = map(Requirement, importlib.metadata.requires(distribution) or ())
-  return {normalized(requirement.name) for requirement in listed
-          if requirement.marker is None or requirement.marker.evaluate({"extra": ""})}
+  return {(canonicalize_name(requirement.name), frozenset(requirement.extras)) for requirement in listed
+          if wanted(requirement)}
 
 
-def to_carry(modules: set[str]) -> list[str]:
+def to_carry(modules: set[str], python: str) -> list[str]:
   """name==version of what the image lacks among the distributions of `modules` and of this project's loaded
-  modules' module-level imports, with what those require that the image lacks."""
-  own = [imported_modules(pathlib.Path(module.__file__), indented=False) for name, module in list(sys.modules.items())
+  modules' module-level imports, with what those require (and the extras they ask for) that it lacks."""
+  own = [imported_modules(pathlib.Path(module.__file__), nested=False) for name, module in list(sys.modules.items())
          if name.split(".")[0] in OWN and getattr(module, "__file__", None)]
-  tops = {name.split(".")[0] for name in modules.union(*own)}
+  tops = {name.split(".")[0] for name in modules.union(*own)} - set(OWN)
   providers = importlib.metadata.packages_distributions()
-  todo = [normalized(dist) for top in tops - set(OWN) for dist in providers.get(top, ())]
-  carry = set()
+  todo = [(canonicalize_name(dist), frozenset()) for top in tops for dist in providers.get(top, ())]
+  carry, followed = set(), set()
   while todo:
-    name = todo.pop()
-    if name not in IMAGE and name not in carry:
+    name, extras = todo.pop()
+    if (name, extras) in followed:
+      continue
+    followed.add((name, extras))
+    in_image = name in IMAGE  # the image's own requirements are its business; extras asked of it are ours
+    if not in_image:
       carry.add(name)
-      todo.extend(requirements(name))
+    todo.extend(requirements(name, extras, python, base=not in_image))
   return sorted(f"{name}=={importlib.metadata.version(name)}" for name in carry)
 
 
@@ -142,16 +190,17 @@ def preflight(failed: dict[str, str], backend_wanted: str) -> bool:
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--check", action="store_true", help="report the modules that fail to import, exit 1 if any")
+  parser.add_argument("--python", default="3.12", help="the lent machine's Python, for requirement markers")
   parser.add_argument("--backend", default="", help="with --check: exit 1 unless JAX's default backend is this one "
                       "(gpu: a CUDA plugin that failed to load leaves JAX on the CPU, where every row would time out)")
   args = parser.parse_args()
-  modules = set().union(*map(imported_modules, check_scripts()))
+  modules = check_modules()
   failed = import_all(modules)
   if args.check:
     sys.exit(0 if preflight(failed, args.backend) else 1)
   if failed:
     sys.exit(f"gpu_packages: these imports fail here, so the carry list would be incomplete: {failed}")
-  print("\n".join(to_carry(modules)))
+  print("\n".join(to_carry(modules, args.python)))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def main():
     if full is None:
       full = (seconds, prune.gflops(pruned_config))
     measured, ideal = full[0] / seconds, full[1] / prune.gflops(pruned_config)
+    print(f"{keep} blocks kept: {seconds:.4f} s", flush=True)  # kept if the script is stopped before its table
     rows.append([keep, f"{prune.gflops(pruned_config):.1f}", seconds, args.batch / seconds, measured, ideal,
                  measured / ideal])
   print_table(f"ViT-B forward, batch {args.batch}, {args.dtype}, {jax.devices()[0].device_kind} "

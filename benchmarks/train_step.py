@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (attention_note, flax_variants, machine, options_note, print_table,  # noqa: E402
-                               run_alternating, tunables_note)
+                               paired_runs, run_alternating, tunables_note)
 
 PREAMBLE = """
 import json, sys, time
@@ -158,11 +158,7 @@ def main():
         torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32), **{
             layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}),
         args.rounds, args.glibc_tunables)
-    if "torch" not in runs:
-      continue
-    torch_run = runs["torch"]
-    for layout in (name for name in layouts if name in runs):  # a failed child was reported; its row is left out
-      flax_run = runs[layout]
+    for layout, torch_run, flax_run in paired_runs(runs, layouts):  # failed children were reported, rows left out
       rows.append([args.dtype, batch, layout, torch_run["seconds"], flax_run["seconds"],
                    flax_run["seconds"] / torch_run["seconds"],
                    torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
