@@ -153,10 +153,10 @@ def run_alternating(codes: dict[str, str], rounds: int, glibc_tunables: str = ""
           for name, results in runs.items() if results}
 
 
-def paired_runs(runs: dict[str, dict], layouts: list[str]):
-  """(layout, PyTorch's numbers, Flax's) for each Flax layout that `run_alternating` has numbers for, if it has
-  PyTorch's (its child is named 'torch')."""
-  return [(layout, runs["torch"], runs[layout]) for layout in layouts if layout in runs and "torch" in runs]
+def paired_runs(runs: dict[str, dict], torch_sides: list[str], layouts: list[str]):
+  """(PyTorch side, Flax layout, its numbers, Flax's) for each pair that `run_alternating` has numbers for."""
+  return [(side, layout, runs[side], runs[layout]) for side in torch_sides for layout in layouts
+          if side in runs and layout in runs]
 
 
 def machine() -> str:

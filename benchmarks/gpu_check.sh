@@ -4,19 +4,21 @@
 # Each script has its own time limit (and 10 s more to die), which with the set-up keeps a part within one
 # command; the estimates are from earlier sessions' compile and step times on an H200 (Flax's fp32 steps compile
 # longest: 83 s for the pretraining step at full float32 precision):
-#   core  (≈ 5 min) the issues' targets: the ViT-B finetuning step in bf16 at batch 32 (PyTorch autocast,
-#         SDPA; model FLOPs utilisation against the dense bf16 peak); the forward at batch 8 in fp32 with TF32
-#         on both sides (sdpa, eager and torch.compile against Flax, host→device copies timed on both sides);
-#         the masked-pretraining step in bf16 at batch 32, blocks scanned and one subtree per block;
-#   fp32  (≈ 6 min) full float32 matmuls on both sides, Flax with its default attention (blockwise for fp32 on
-#         GPUs): the masked-pretraining step at batch 8; XLA's temporaries of that step with blockwise and with
-#         XLA's materialised attention ('fused'), compiled without running; the finetuning step at batch 8;
-#   more  (≈ 6 min) the finetuning step in bf16 at batch 8, blocks scanned and one subtree per block; the
-#         forward with full float32 matmuls; exact block entropy against torch.unique on the same GPU;
-#         pruned-model forward throughput in bf16; XLA's temporaries of the fp32 finetuning step by attention;
-#   all   the three in turn (≈ 17 min: more than one session's device time);
-#   ready only what every part does first: install the carried wheels, print versions and devices, import
-#         everything the scripts import, and stop unless JAX and PyTorch both see the GPU.
+#   core     (≈ 5 min) #13's targets: the ViT-B finetuning step in bf16 at batch 32 against PyTorch autocast
+#            with SDPA, eager and under torch.compile (model FLOPs utilisation against the dense bf16 peak); the
+#            forward at batch 8 in fp32 with TF32 on both sides (sdpa, eager and torch.compile against Flax,
+#            host→device copies timed on both sides);
+#   pretrain (≈ 6 min) #11's: the masked-pretraining step in bf16 at batch 32, blocks scanned and one subtree
+#            per block; in fp32 (full float32 matmuls on both sides) at batch 8 with Flax's default attention
+#            (blockwise for fp32 on GPUs); XLA's temporaries of that step with blockwise and with XLA's
+#            materialised attention ('fused'), compiled without running;
+#   more     (≈ 5 min) the finetuning step in fp32 at batch 8, and in bf16 at batch 8 with both block layouts;
+#            XLA's temporaries of the fp32 finetuning step by attention;
+#   extra    (≈ 3 min) the forward with full float32 matmuls; exact block entropy against torch.unique on the
+#            same GPU; pruned-model forward throughput in bf16;
+#   all      the four in turn (≈ 19 min: more than one session's device time);
+#   ready    only what every part does first: install the carried wheels, print versions and devices, import
+#            everything the scripts import, and stop unless JAX and PyTorch both see the GPU.
 # Packages: `gpu_check.sh wheels`, run here with the project's .venv (not there), downloads into .whl/
 # the wheels, for the lent machine's Python 3.12, of what the scripts import that its image lacks
 # (benchmarks/gpu_packages.py); carry .whl and every part installs them before its first row, so a missing
@@ -26,8 +28,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-core}
-if [[ ! $part =~ ^(core|fp32|more|all|ready|wheels)$ ]]; then
-  echo "usage: gpu_check.sh [core|fp32|more|all|ready|wheels]" >&2
+if [[ ! $part =~ ^(core|pretrain|more|extra|all|ready|wheels)$ ]]; then
+  echo "usage: gpu_check.sh [core|pretrain|more|extra|all|ready|wheels]" >&2
   exit 2
 fi
 if [[ $part == wheels ]]; then  # here, with the project's environment (PYTHON, default .venv/bin/python)
@@ -58,25 +60,28 @@ row() {  # row SECONDS SCRIPT ARGS...: one benchmark script, stopped after SECON
 }
 
 core() {
-  row 140 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16
+  row 230 benchmarks/train_step.py --batches 32 --steps 5 --dtype bfloat16 --torch_compile
   row 230 benchmarks/convert.py --batch 8 --repeats 5 --tf32
-  row 140 benchmarks/pretrain_step.py --batches 32 --steps 5 --dtype bfloat16
 }
 
-fp32() {
+pretrain() {
+  row 140 benchmarks/pretrain_step.py --batches 32 --steps 5 --dtype bfloat16
   row 170 benchmarks/pretrain_step.py --batches 8 --steps 5 --dtype float32 --layouts scanned
   row 150 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs pretrain
-  row 190 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
 }
 
 more() {
+  row 190 benchmarks/train_step.py --batches 8 --steps 5 --dtype float32 --peak_tflops 67
   row 140 benchmarks/train_step.py --batches 8 --steps 5 --dtype bfloat16 --layouts scanned,per_block
-  row 120 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
-  row 45 benchmarks/entropy.py --repeats 3
-  row 80 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
   row 110 benchmarks/step_memory.py --batch 8 --dtype float32 --attention blockwise,fused --jobs finetune
 }
 
-for each in $([[ $part == all ]] && echo core fp32 more || echo "$part"); do
+extra() {
+  row 120 benchmarks/convert.py --batch 8 --repeats 5 --no_compile
+  row 45 benchmarks/entropy.py --repeats 3
+  row 80 benchmarks/speedup.py --batch 32 --repeats 5 --dtype bfloat16
+}
+
+for each in $([[ $part == all ]] && echo core pretrain more extra || echo "$part"); do
   "$each" 2>&1 | tee "$out/$each.txt"
 done

@@ -117,7 +117,7 @@ def main():
     runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), **{
         layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}), args.rounds,
         args.glibc_tunables)
-    for layout, torch_run, flax_run in paired_runs(runs, layouts):  # failed children were reported, rows left out
+    for _, layout, torch_run, flax_run in paired_runs(runs, ["torch"], layouts):  # failed children left out
       rows.append([batch, args.dtype, layout, torch_run["seconds"], flax_run["seconds"],
                    flax_run["seconds"] / torch_run["seconds"], torch_run["peak_bytes"] / 2**30,
                    flax_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / torch_run["peak_bytes"],

@@ -105,7 +105,7 @@ def main():
   args = parser.parse_args()
   root = str(pathlib.Path(__file__).resolve().parents[1])
   job = pretrain_step if args.pretrain else train_step
-  fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, dtype="float32", remat=False,
+  fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, compile=False, dtype="float32", remat=False,
               precision="highest", attention=None, scan_blocks=not args.per_block,
               compiler_options=json.loads(args.compiler_options))
   torch_run = run_child((train_step.PREAMBLE + job.TORCH_SETUP + TORCH_PROFILE).format(**fill))

@@ -3,14 +3,15 @@ torch AdamW at the same precision, batch and device, step time and peak memory, 
 its own process, in one run (SPEC §9).
 
   python benchmarks/train_step.py [--batches 1,2] [--steps 2] [--rounds 1] [--dtype float32|bfloat16] [--tf32]
-      [--layouts scanned,per_block[,scanned+options]] [--compiler_options JSON]
+      [--layouts scanned,per_block[,scanned+options]] [--compiler_options JSON] [--torch_compile]
 
 bfloat16: Flax computes in bfloat16 (float32 master weights) and PyTorch runs under bfloat16 autocast.
 float32: full float32 matmuls on both sides, or TF32 on both with --tf32 (it matters on GPUs only).
 Flax's blocks are stacked and scanned (`scanned`, the checkpoints' layout, `train.scan_blocks = True`) or
 one parameter subtree per block (`per_block`, `train.scan_blocks = False`), each layout in its own
 processes against the same PyTorch processes; `+options` compiles a layout's step with --compiler_options
-(`train.compiler_options`).
+(`train.compiler_options`). With --torch_compile PyTorch's step also runs with the model under torch.compile
+(its first step compiles), in processes of its own, and every Flax layout is compared with both.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ model = transformers.VideoMAEForVideoClassification(
     transformers.VideoMAEConfig(num_labels=400, attn_implementation="sdpa")).train()
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model.to(device)
+forward = torch.compile(model) if {compile} else model  # torch.compile's default mode: the first step compiles
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
 clips = torch.randn({batch}, 16, 3, 224, 224, device=device)
 labels = torch.randint(0, 400, ({batch},), device=device)
 def step():
   opt.zero_grad(set_to_none=True)
   with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled={autocast}):
-    loss = torch.nn.functional.cross_entropy(model(clips).logits.float(), labels)
+    loss = torch.nn.functional.cross_entropy(forward(clips).logits.float(), labels)
   loss.backward()
   opt.step()
   return float(loss)
@@ -130,6 +132,9 @@ def main():
                       help="the accelerator's dense peak for --dtype, for model FLOPs utilisation (H100/H200 bf16: "
                            "989)")
   parser.add_argument("--tf32", action="store_true", help="float32: TF32 matmuls on both sides (default: neither)")
+  parser.add_argument("--torch_compile", action="store_true",
+                      help="also PyTorch's step with the model under torch.compile (default mode), against every "
+                           "Flax layout")
   parser.add_argument("--layouts", default="scanned",
                       help="Flax's block layouts to time, comma-separated: scanned (stacked, nn.scan), per_block "
                            "(one subtree each); either with +options: compiled with --compiler_options")
@@ -149,17 +154,19 @@ def main():
   step_flops = 6 * gflops(ModelConfig.from_variant("vit_b", num_classes=400)) * 1e9  # forward + backward, per clip
   variants = flax_variants(args.layouts, args.compiler_options)
   layouts = list(variants)
+  torch_sides = ["eager", "torch.compile"] if args.torch_compile else ["eager"]
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
                 precision="tensorfloat32" if args.tf32 else "default" if bf16 else "highest",
                 attention=args.attention or None)
-    runs = run_alternating(dict(
-        torch=TORCH_CHILD.format(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32), **{
-            layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}),
+    torch_fill = dict(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32)
+    runs = run_alternating({
+        **{name: TORCH_CHILD.format(**torch_fill, compile=name == "torch.compile") for name in torch_sides},
+        **{layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}},
         args.rounds, args.glibc_tunables)
-    for layout, torch_run, flax_run in paired_runs(runs, layouts):  # failed children were reported, rows left out
-      rows.append([args.dtype, batch, layout, torch_run["seconds"], flax_run["seconds"],
+    for torch_side, layout, torch_run, flax_run in paired_runs(runs, torch_sides, layouts):  # failures left out
+      rows.append([args.dtype, batch, torch_side, layout, torch_run["seconds"], flax_run["seconds"],
                    flax_run["seconds"] / torch_run["seconds"],
                    torch_run["peak_bytes"] / 2**30, flax_run["peak_bytes"] / 2**30,
                    flax_run["peak_bytes"] / torch_run["peak_bytes"],
@@ -173,9 +180,9 @@ def main():
               f"the timed steps over the RSS before the framework's import, free heap handed back first on both "
               f"sides; on GPU the allocator peak; 'first-step ratio' also counts the first call: Flax's compilation, "
               f"PyTorch's lazy optimiser state)",
-              ["precision", "batch", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch", "PyTorch peak GiB",
-               "Flax peak GiB", "memory ratio", "first-step memory ratio", "Flax first call s", "Flax model TFLOP/s",
-               "MFU"], rows)
+              ["precision", "batch", "PyTorch", "Flax blocks", "PyTorch s", "Flax s", "Flax / PyTorch",
+               "PyTorch peak GiB", "Flax peak GiB", "memory ratio", "first-step memory ratio", "Flax first call s",
+               "Flax model TFLOP/s", "MFU"], rows)
 
 
 if __name__ == "__main__":
