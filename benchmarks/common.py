@@ -104,6 +104,12 @@ def run_child(code: str, glibc_tunables: str = "") -> dict:
   raise RuntimeError(f"benchmark child failed (status {out.returncode}, no JSON line last):\n{out.stderr[-3000:]}")
 
 
+def matmul_precision(dtype: str, tf32: bool = False) -> str:
+  """JAX's matmul precision for a Flax side at compute `dtype`, matching PyTorch's (SPEC §9): TF32 where both
+  sides use it, otherwise full float32 for float32 and the default for bfloat16 (autocast)."""
+  return "tensorfloat32" if tf32 else "highest" if dtype == "float32" else "default"
+
+
 def tunables_note(glibc_tunables: str) -> str:
   """For a table's title: the GLIBC_TUNABLES both sides ran with, if any."""
   return f"GLIBC_TUNABLES={glibc_tunables} on both sides; " if glibc_tunables else ""

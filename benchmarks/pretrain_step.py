@@ -19,8 +19,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (attention_note, flax_variants, machine, options_note, print_table,  # noqa: E402
-                               paired_runs, run_alternating, tunables_note)
+from benchmarks.common import (attention_note, flax_variants, machine, matmul_precision, options_note,  # noqa: E402
+                               paired_runs, print_table, run_alternating, tunables_note)
 from benchmarks.train_step import FLAX_TIMING, PREAMBLE  # noqa: E402
 
 # A PyTorch child up to `step()`: one AdamW step of HuggingFace VideoMAEForPreTraining (SDPA) on one batch.
@@ -67,7 +67,7 @@ print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_ca
 # A Flax child up to `train_fn`, `state` and `batch`: this loop's masked-pretraining step.
 FLAX_SETUP = """
 import jax, jax.numpy as jnp, ml_collections
-jax.config.update("jax_default_matmul_precision", "highest" if {dtype!r} == "float32" else "default")  # no TF32
+jax.config.update("jax_default_matmul_precision", {precision!r})  # no TF32
 from gardener_jax import optim, pretrain, train
 from gardener_jax.models import DecoderConfig, ModelConfig
 from gardener_jax.models.pretraining import VideoMAEPretraining, init_pretraining_params
@@ -113,7 +113,8 @@ def main():
   layouts = list(variants)
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
-    fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, attention=args.attention or None)
+    fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, precision=matmul_precision(args.dtype),
+                attention=args.attention or None)
     runs = run_alternating(dict(torch=TORCH_CHILD.format(**fill), **{
         layout: FLAX_CHILD.format(**fill, **variant) for layout, variant in variants.items()}), args.rounds,
         args.glibc_tunables)

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, print_table, run_child  # noqa: E402
+from benchmarks.common import machine, matmul_precision, print_table, run_child  # noqa: E402
 from benchmarks import pretrain_step, train_step  # noqa: E402
 
 CATEGORIES = ("linear layers (matmuls)", "attention", "layout copies", "zero fills",
@@ -106,7 +106,7 @@ def main():
   root = str(pathlib.Path(__file__).resolve().parents[1])
   job = pretrain_step if args.pretrain else train_step
   fill = dict(root=root, batch=args.batch, autocast=False, tf32=False, compile=False, dtype="float32", remat=False,
-              precision="highest", attention=None, scan_blocks=not args.per_block,
+              precision=matmul_precision("float32"), attention=None, scan_blocks=not args.per_block,
               compiler_options=json.loads(args.compiler_options))
   torch_run = run_child((train_step.PREAMBLE + job.TORCH_SETUP + TORCH_PROFILE).format(**fill))
   flax_run = run_child((train_step.PREAMBLE + job.FLAX_SETUP + FLAX_PROFILE).format(**fill))

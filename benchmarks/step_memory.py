@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import jax_device_name, machine, print_table  # noqa: E402
+from benchmarks.common import jax_device_name, machine, matmul_precision, print_table  # noqa: E402
 
 
 def step_temporaries(job: str, attention: str, batch: int, dtype: str) -> int:
@@ -56,7 +56,7 @@ def step_temporaries(job: str, attention: str, batch: int, dtype: str) -> int:
                     label=jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data))
   votes = jax.ShapeDtypeStruct((jax.device_count(),), jnp.int32, sharding=data)
   step = train.compile_train_step(mesh, loss_fn, tx, schedule)
-  with jax.default_matmul_precision("highest" if dtype == "float32" else "default"):
+  with jax.default_matmul_precision(matmul_precision(dtype)):
     compiled = step.lower(state, batch_spec, jax.random.key(0), votes).compile()
   return compiled.memory_analysis().temp_size_in_bytes
 

@@ -22,8 +22,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (attention_note, flax_variants, machine, options_note, print_table,  # noqa: E402
-                               paired_runs, run_alternating, tunables_note)
+from benchmarks.common import (attention_note, flax_variants, machine, matmul_precision, options_note,  # noqa: E402
+                               paired_runs, print_table, run_alternating, tunables_note)
 
 PREAMBLE = """
 import json, sys, time
@@ -74,8 +74,9 @@ key = jax.random.key(0)
 start = time.perf_counter()
 train_fn = train.compile_alone(train_fn, state, batch, key, votes)  # as `train.fit` compiles its step
 device = jax.devices()[0]
-stats = device.memory_stats() if device.platform != "cpu" else None
-compile_peak = dict(compile_peak_bytes=stats["peak_bytes_in_use"]) if stats else {{}}  # GPU: autotuning counts
+def allocator_peak():  # on a GPU; None on the CPU, where the process RSS is measured
+  return None if device.platform == "cpu" else device.memory_stats()["peak_bytes_in_use"]
+compile_peak = allocator_peak()  # XLA's autotuning allocates from the same pool while compiling
 state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
 first_call = time.perf_counter() - start
 first_peak = peak_rss_bytes() - before
@@ -84,10 +85,11 @@ times = []
 for _ in range({steps}):
   start = time.perf_counter(); state, metrics = train_fn(state, batch, key, votes); float(metrics["loss"])
   times.append(time.perf_counter() - start)
-stats = device.memory_stats() if device.platform != "cpu" else None
-peak = stats["peak_bytes_in_use"] if stats else peak_rss_bytes() - before
+gpu_peak = allocator_peak()
+peak = peak_rss_bytes() - before if gpu_peak is None else gpu_peak
 print(json.dumps(dict(seconds=float(np.median(times)), peak_bytes=peak, first_call=first_call,
-                      first_peak_bytes=first_peak if stats is None else peak, **compile_peak)))
+                      first_peak_bytes=first_peak if gpu_peak is None else peak,
+                      **({{}} if compile_peak is None else dict(compile_peak_bytes=compile_peak)))))
 """
 
 # A Flax child up to `train_fn`, `state` and `batch`: this loop's step on the same model and batch.
@@ -158,8 +160,7 @@ def main():
   rows = []
   for batch in (int(b) for b in args.batches.split(",")):
     fill = dict(root=root, batch=batch, steps=args.steps, dtype=args.dtype, remat=args.remat,
-                precision="tensorfloat32" if args.tf32 else "default" if bf16 else "highest",
-                attention=args.attention or None)
+                precision=matmul_precision(args.dtype, args.tf32), attention=args.attention or None)
     torch_fill = dict(root=root, batch=batch, steps=args.steps, autocast=bf16, tf32=args.tf32)
     runs = run_alternating({
         **{name: TORCH_CHILD.format(**torch_fill, compile=name == "torch.compile") for name in torch_sides},
