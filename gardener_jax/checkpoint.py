@@ -23,6 +23,7 @@ from gardener_jax.files import atomic_directory
 from gardener_jax.sharding import on_primary
 from gardener_jax.models import ModelConfig, VideoMAE
 from gardener_jax.models.pretraining import VideoMAEPretraining
+from gardener_jax.models.surgery import classifier_from_pretraining
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -71,11 +72,14 @@ def load_tree(directory) -> dict:
 
 
 def load_checkpoint(directory) -> tuple[VideoMAE, dict, ModelConfig]:
-  """Loads a converted or pruned checkpoint: `model.apply({'params': params}, clips, train=False)`.
-  (Of a pretraining checkpoint, the model is its encoder: it returns the pooled features.)"""
+  """Loads a converted or pruned checkpoint: `model.apply({'params': params}, clips, train=False)` → logits.
+  Of a pretraining checkpoint, the model is its encoder as the release finetunes it (`classifier_from_pretraining`,
+  no head): the tokens mean-pooled through a fresh `fc_norm` (no scale or shift yet), (batch, width) features."""
   config = read_config(directory)
-  params = jax.device_put(load_tree(directory)["params"])
-  return VideoMAE(config), params, config
+  params = load_tree(directory)["params"]
+  if config.is_pretraining:
+    params, config = classifier_from_pretraining(params, config, num_classes=0, seed=0)
+  return VideoMAE(config), jax.device_put(params), config
 
 
 def load_pretraining_checkpoint(directory) -> tuple[VideoMAEPretraining, dict, ModelConfig]:

@@ -90,19 +90,21 @@ class Evaluator:
       batch = next(batches, None)
       yield self._padding() if batch is None else _padded(batch, self.local_batch)
 
-  def _put(self, local: dict) -> tuple[dict, dict]:
-    """The model's inputs on the devices; the labels and flags stay on the host."""
-    return (global_batch(self.mesh, {k: local[k] for k in ("clips", "video_index")}),
-            {k: local[k] for k in ("label", "video_index", "valid")})
+  def _put(self, local: dict) -> dict:
+    """The whole batch on the devices. Labels and flags go too, although only the host reads them: gathered
+    from the same global arrays as the outputs, they come back in the same order. The mesh's order is not
+    always the processes' (on TPU pods `make_mesh` interleaves the hosts along the axis)."""
+    return global_batch(self.mesh, local)
 
   def __call__(self, params) -> dict:
     start = time.perf_counter()
     batches = input_pipeline.DevicePrefetch(self._local_batches(), self._put, nice=self.pipelines.input_nice)
     gathered = []
     try:
-      for inputs, host in batches:
-        outputs = self._fn(params, inputs["clips"], inputs["video_index"])
-        gathered.append(multihost_utils.process_allgather({"outputs": outputs, **host}, tiled=True))
+      for batch in batches:
+        outputs = self._fn(params, batch["clips"], batch["video_index"])
+        gathered.append(multihost_utils.process_allgather(
+            {"outputs": outputs, **{k: batch[k] for k in ("label", "video_index", "valid")}}, tiled=True))
     finally:
       batches.close()
     results = {k: np.concatenate([np.asarray(g[k]) for g in gathered]) for k in gathered[0]}

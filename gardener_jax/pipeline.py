@@ -162,6 +162,7 @@ def run(config, workdir: str | os.PathLike, initial: pathlib.Path | None = None)
   """The whole job in `workdir`; `initial` (a checkpoint directory) skips the initial stage (a sweep's runs)."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  sources.prepare(config.data)
   initial = initial or initial_stage(config, workdir)
   checkpoint, pruning = prune_stage(config, initial, workdir)
   model_config, params = read_config(checkpoint), load_tree(checkpoint)["params"]

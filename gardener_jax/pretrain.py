@@ -89,6 +89,7 @@ def run(config, workdir, section=None, classes=None) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   classes = list(config.data.classes if classes is None else classes)
+  sources.prepare(config.data)
   splits = sources.from_config(config.data, classes, config.seed)
   pipelines = input_pipeline.pipelines_from_config(config.data, config.seed)
   mae_config, mask_ratio = model_config(config, section), section.mae.mask_ratio

@@ -264,6 +264,8 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
   mesh = make_mesh()
   if options.batch_size % jax.device_count():
     raise ValueError(f"train.batch_size {options.batch_size} is not a multiple of the {jax.device_count()} devices")
+  if len(train_source) < jax.process_count():  # a process with no videos would end its stream while the others wait
+    raise ValueError(f"{len(train_source)} training videos for {jax.process_count()} processes: each needs one")
   steps_per_epoch = max(1, len(train_source) // options.batch_size)
   total_steps = steps_per_epoch * config.train.epochs
   scan = scans_blocks(config)
@@ -294,6 +296,10 @@ def fit(*, params, loss_fn: LossFn, depth: int, train_source, evaluators: dict[s
   previous_handler = signal.signal(signal.SIGTERM, flag)
   clips_per_sec = 0.0
   try:
+    if "val" in evaluators and 0 < start_step < total_steps and start_step % eval_every == 0:
+      # The checkpoint of an evaluation step is saved before its evaluation, which a stop or a kill may have
+      # cut off: evaluate it again, so that `best/` is chosen as in an uninterrupted run.
+      evaluate("val", start_step, state.params)
     progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="finetune",
                     disable=jax.process_index() != 0, mininterval=2)
     window_start, window_steps = time.perf_counter(), 0

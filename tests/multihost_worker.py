@@ -3,6 +3,8 @@
   python tests/multihost_worker.py train PROCESS_ID NUM_PROCESSES PORT DATA_DIR WORKDIR OUT.{}.npz [per_block]
       [hold_checkpoint=STEP]
   python tests/multihost_worker.py eval PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json NUM_VIDEOS CORRUPT_INDEX
+      [interleaved]
+  python tests/multihost_worker.py prepare PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json
 
 `train` finetunes a tiny VideoMAE on the tiny synthetic set for 12 steps (checkpoints every 2, the
 test split evaluated at the end) and writes the final params; with `per_block` it trains one parameter
@@ -10,8 +12,11 @@ subtree per block (`train.scan_blocks = False`) instead of the stacked, scanned 
 `hold_checkpoint=STEP` the checkpoint of STEP is never committed (its temporary directory stays), so a
 test can kill the processes while it is being written without racing orbax's rename. `eval`
 evaluates fixed random params on the first NUM_VIDEOS training videos, the one at CORRUPT_INDEX made
-unreadable. '{}' in an output path becomes the process id. With NUM_PROCESSES 0 the process runs
-alone, without jax.distributed.
+unreadable; with `interleaved` the mesh alternates processes along its axis (process 0's first device,
+process 1's first, ..., process 0's second, ...), as `jax.make_mesh` lays a TPU pod's chips out, instead
+of `make_mesh`'s process-major order here. `prepare` builds the tiny synthetic set into DATA_DIR as a job
+starts (`sources.prepare`) and writes the number of training videos it then opens. '{}' in an output
+path becomes the process id. With NUM_PROCESSES 0 the process runs alone, without jax.distributed.
 """
 
 import json
@@ -66,7 +71,14 @@ def train(data_dir: str, workdir: str, out: str, *options: str) -> None:
   np.savez(out, war=result["test"]["war"], videos=result["test"]["videos"], **leaves)
 
 
-def evaluate(data_dir: str, out: str, num_videos: int, corrupt_index: int) -> None:
+def _interleaved_mesh() -> jax.sharding.Mesh:
+  import numpy as np
+
+  by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
+  return jax.sharding.Mesh(np.array([d for devices in zip(*by_process) for d in devices]), ("data",))
+
+
+def evaluate(data_dir: str, out: str, num_videos: int, corrupt_index: int, *options: str) -> None:
   from gardener_jax.data import input_pipeline, sources
   from gardener_jax.evaluate import classification_evaluator
   from gardener_jax.models import VideoMAE, init_params
@@ -75,9 +87,21 @@ def evaluate(data_dir: str, out: str, num_videos: int, corrupt_index: int) -> No
   train_split = sources.open_split(data_dir, "synthetic_motion", "train")[0]
   source = corrupted([train_split[i] for i in range(num_videos)], corrupt_index)
   pipelines = input_pipeline.Pipelines(SPEC, SPEC, seed=0, eval_batch_size=4)
-  evaluator = classification_evaluator(make_mesh(), VideoMAE(MODEL), source, pipelines, MODEL.num_classes, "test")
+  mesh = _interleaved_mesh() if "interleaved" in options else make_mesh()
+  evaluator = classification_evaluator(mesh, VideoMAE(MODEL), source, pipelines, MODEL.num_classes, "test")
   metrics = evaluator(init_params(MODEL, 7))
   pathlib.Path(out).write_text(json.dumps({**metrics, "steps": evaluator.steps}))
+
+
+def prepare(data_dir: str, out: str) -> None:
+  import ml_collections
+
+  from gardener_jax.data import sources
+
+  data = ml_collections.ConfigDict(dict(name="synthetic_motion", config="tiny", data_dir=data_dir, manual_dir=""))
+  sources.prepare(data)
+  train_split = sources.open_split(data_dir, "synthetic_motion", "train", "tiny")[0]
+  pathlib.Path(out).write_text(json.dumps({"train_videos": len(train_split)}))
 
 
 def main(mode: str, process_id: str, num_processes: str, port: str, *args: str) -> None:
@@ -85,9 +109,11 @@ def main(mode: str, process_id: str, num_processes: str, port: str, *args: str) 
   args = [a.format(process_id) for a in args]  # OUT paths name the process: out.{}.npz
   if mode == "train":
     train(*args)
+  elif mode == "prepare":
+    prepare(*args)
   else:
-    data_dir, out, num_videos, corrupt_index = args
-    evaluate(data_dir, out, int(num_videos), int(corrupt_index))
+    data_dir, out, num_videos, corrupt_index, *options = args
+    evaluate(data_dir, out, int(num_videos), int(corrupt_index), *options)
 
 
 if __name__ == "__main__":

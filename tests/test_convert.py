@@ -12,6 +12,7 @@ import transformers
 from safetensors.numpy import load_file, save_file
 
 from gardener_jax.checkpoint import load_tree, read_config
+from gardener_jax.models import sinusoid_position_table
 from tests import factories
 from tools.convert_torch import HF, ORIGINAL, ConversionError, convert, export
 from tools.convert_torch.__main__ import main as cli
@@ -167,7 +168,9 @@ def test_low_precision_values_are_kept_bit_exact(tmp_path, dtype):
   with torch.no_grad():  # subnormals and a negative zero must survive the transposes too
     fc1 = torch_model.blocks[1].mlp.fc1.weight
     fc1[0, :3] = torch.tensor([torch.finfo(dtype).smallest_normal / 4, -torch.finfo(dtype).smallest_normal / 8, -0.0])
-  torch.save({"model": torch_model.state_dict()}, tmp_path / "ckpt.pth")
+  # some files store the fixed position table too, in the checkpoint's dtype (rounded to its grid)
+  pos_embed = torch.from_numpy(sinusoid_position_table(8, 32))[None].to(dtype)
+  torch.save({"model": {**torch_model.state_dict(), "pos_embed": pos_embed}}, tmp_path / "ckpt.pth")
   convert(tmp_path / "ckpt.pth", tmp_path / "flax", overrides=dict(num_heads=4, num_frames=4, image_size=32))
   qkv = load_tree(tmp_path / "flax")["params"]["blocks"]["attn"]["qkv"]["kernel"]
   assert qkv.dtype.name == str(dtype).removeprefix("torch.")
@@ -201,6 +204,9 @@ BAD_ORIGINAL = {
                        "unrecognised key layout"),
     "unexpected key": (lambda s: s.update({"blocks.0.attn.k_bias": torch.ones(32)}),
                        r"unexpected keys .*blocks\.0\.attn\.k_bias"),
+    "position table of other clips": (
+        lambda s: s.update({"pos_embed": torch.from_numpy(sinusoid_position_table(16, 32))[None]}),
+        r"key 'pos_embed' has shape \(1, 16, 32\); the model's 4 frames of 32² make 8 tokens"),
 }
 
 
@@ -212,6 +218,18 @@ def test_bad_original_files(tmp_path, capsys, case):
   err = capsys.readouterr().err
   assert str(src) in err and re.search(message, err), err
   assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]
+
+
+def test_huggingface_models_it_cannot_convert_say_why(tmp_path, capsys):
+  no_biases = factories.hf_config()
+  no_biases.qv_bias = False
+  transformers.VideoMAEForVideoClassification(no_biases).save_pretrained(tmp_path / "no_biases")
+  transformers.VideoMAEModel(factories.hf_config(use_mean_pooling=True)).save_pretrained(tmp_path / "backbone")
+  for name, message in [("no_biases", "qv_bias is false"), ("backbone", "VideoMAEModel that mean-pools keeps no norm")]:
+    assert cli([str(tmp_path / name), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / name) in err and message in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_truncated_files(tmp_path, capsys):

@@ -143,6 +143,21 @@ def test_train_pipeline_is_seeded_and_workers_agree(synthetic_source):
   assert sorted(labels.tolist()) == sorted([i // 4 for i in range(16)])
 
 
+def test_each_host_shuffles_and_augments_with_its_own_seed(synthetic_source):
+  """Two shards holding copies of one video: the same seed on both would give the same clips in the same order."""
+  source, _ = synthetic_source
+  copies = [source[0]] * 8
+
+  def first_batches(shard: int):
+    return _batches(input_pipeline.train_pipeline(copies, SPEC, batch_size=2, seed=3, shard_index=shard,
+                                                  shard_count=2), 2)
+
+  zero, one = first_batches(0), first_batches(1)
+  assert not any(np.array_equal(x["clips"], y["clips"]) for x, y in zip(zero, one))
+  single = _batches(input_pipeline.train_pipeline(copies[::2], SPEC, batch_size=2, seed=3), 2)
+  assert all(np.array_equal(x["clips"], y["clips"]) for x, y in zip(zero, single))  # process 0 keeps the job's seed
+
+
 def test_host_shards_are_disjoint_and_cover_the_split(synthetic_source):
   source, _ = synthetic_source
   spec = ClipSpec(num_frames=4, sampling_rate=2, image_size=32, num_clips=2, num_crops=3)

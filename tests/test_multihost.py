@@ -35,9 +35,8 @@ def _free_port() -> int:
 class _Group:
   """`n` worker processes of one jax.distributed job; each one's stderr goes to a file."""
 
-  def __init__(self, tmp_path: pathlib.Path, mode: str, n: int, *args, name: str):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # one CPU device per process, as one host
+  def __init__(self, tmp_path: pathlib.Path, mode: str, n: int, *args, name: str, devices: int = 1):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     port = _free_port()
     self.logs = [tmp_path / f"{name}.{i}.log" for i in range(n)]
     self.procs = []
@@ -74,11 +73,16 @@ def data_dir(tmp_path_factory):
 
 # --- evaluation ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("processes,videos,corrupt", [(2, 7, 3), (3, 11, 4)])
-def test_uneven_shards_with_an_unreadable_video_evaluate_like_one_process(data_dir, tmp_path, processes, videos,
-                                                                          corrupt):
+@pytest.mark.parametrize("processes,devices,videos,corrupt,mesh", [
+    (2, 1, 7, 3, "process_major"), (3, 1, 11, 4, "process_major"), (2, 2, 7, 5, "interleaved")])
+def test_uneven_shards_with_an_unreadable_video_evaluate_like_one_process(data_dir, tmp_path, processes, devices,
+                                                                          videos, corrupt, mesh):
+  """Also on a mesh that alternates the processes along its axis, as TPU pods' meshes do: each output
+  must still meet its own video's label and validity flag."""
   outs = [tmp_path / f"metrics{i}.json" for i in range(processes)]
-  group = _Group(tmp_path, "eval", processes, data_dir, tmp_path / "metrics{}.json", videos, corrupt, name="eval")
+  options = ("interleaved",) if mesh == "interleaved" else ()
+  group = _Group(tmp_path, "eval", processes, data_dir, tmp_path / "metrics{}.json", videos, corrupt, *options,
+                 name="eval", devices=devices)
   for code, log in group.wait():
     assert code == 0, log[-3000:]
   results = [json.loads(out.read_text()) for out in outs]
@@ -104,6 +108,15 @@ def test_uneven_shards_with_an_unreadable_video_evaluate_like_one_process(data_d
   # the same unreadable video, alone: counted as skipped, not as a wrong answer
   alone = evaluate(corrupted([train_split[i] for i in range(videos)], corrupt))
   assert {k: alone[k] for k in keys} == {k: single[k] for k in keys} and alone["skipped"] == 1
+
+
+# --- data: every process starts a job on a data_dir it shares -------------------------------------
+
+def test_processes_sharing_a_data_dir_build_the_dataset_once(tmp_path):
+  data_dir = tmp_path / "shared"
+  _finished(_Group(tmp_path, "prepare", 3, data_dir, tmp_path / "prepared.{}.json", name="prepare"))
+  assert [json.loads((tmp_path / f"prepared.{i}.json").read_text()) for i in range(3)] == [{"train_videos": 16}] * 3
+  assert [p.name for p in (data_dir / "synthetic_motion" / "tiny").iterdir()] == ["1.1.0"]  # one build, no leftovers
 
 
 # --- training: preemption and kills ----------------------------------------------------------------

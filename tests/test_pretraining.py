@@ -195,6 +195,22 @@ def test_tube_masks_hide_the_same_positions_in_every_frame():
   assert np.array_equal(masks, again) and not np.array_equal(masks, other)
 
 
+def test_load_checkpoint_reads_a_pretraining_checkpoint_as_its_pooled_encoder(tmp_path):
+  """As the release finetunes it: the final norm dropped, the last block's tokens mean-pooled, a fresh fc_norm."""
+  torch_model = factories.hf_pretraining(seed=3)
+  torch_model.save_pretrained(tmp_path / "hf")
+  convert(tmp_path / "hf", tmp_path / "flax")
+  model, params, config = gardener_jax.load_checkpoint(tmp_path / "flax")
+  assert not set(params) & {"norm", "decoder", "mask_token", "head"} and config.use_mean_pooling
+  clips = factories.clips()
+  with torch.no_grad():
+    hidden = torch_model.videomae(torch.from_numpy(clips).permute(0, 1, 4, 2, 3), output_hidden_states=True)
+  expected = F.layer_norm(hidden.hidden_states[-1].mean(dim=1), (config.width,), eps=1e-6).numpy()
+  features = np.asarray(model.apply({"params": params}, clips, train=False))
+  assert features.shape == (2, 32)
+  np.testing.assert_allclose(features, expected, rtol=0, atol=1e-5)
+
+
 def test_masks_must_hide_one_count_and_classifiers_are_not_pretraining_checkpoints(tmp_path):
   factories.hf_classifier().save_pretrained(tmp_path / "hf")
   convert(tmp_path / "hf", tmp_path / "flax")

@@ -107,6 +107,44 @@ def test_sigterm_saves_and_a_relaunch_reaches_the_uninterrupted_params(data_dir,
   assert len(lines) == 13 and sum('"test_war"' in line for line in lines) == 1
 
 
+def test_a_stop_on_an_evaluation_step_is_evaluated_after_the_relaunch(data_dir, tmp_path, monkeypatch):
+  """The stop vote lands on epoch 1's last step (4), which is saved before it would be evaluated: the relaunch
+  evaluates it, so the validation records and `best/` are an uninterrupted run's."""
+  val = sources.open_split(data_dir, "synthetic_motion", "test")[0]
+  reference = _fit(data_dir, tmp_path / "straight", val=val)
+
+  class StopOnTheFourthStep:  # the SIGTERM handler, as if the signal came during step 4
+    votes = 0
+
+    def __call__(self, signum, frame):
+      pass
+
+    @property
+    def raised(self):
+      StopOnTheFourthStep.votes += 1
+      return StopOnTheFourthStep.votes == 4
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train, "_SigtermFlag", StopOnTheFourthStep)
+    with pytest.raises(train.Preempted, match="saved step 4 "):
+      _fit(data_dir, tmp_path / "stopped", val=val)
+  resumed = _fit(data_dir, tmp_path / "stopped", val=val)
+
+  def validations(run):
+    return [(r["step"], r["val_war"]) for r in run["history"] if "val_war" in r]
+
+  assert [step for step, _ in validations(reference)] == [4, 8, 12]
+  assert validations(resumed) == validations(reference) and resumed["best_step"] == reference["best_step"]
+  assert sorted(p.name for p in (tmp_path / "stopped" / "best").iterdir()) == [str(reference["best_step"])]
+  _assert_same_params(reference["params"], resumed["params"])
+
+
+def test_more_processes_than_training_videos_is_an_error(data_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 17)  # one process would have no videos, and its stream would end
+  with pytest.raises(ValueError, match="16 training videos for 17 processes"):
+    _fit(data_dir, tmp_path / "run")
+
+
 def test_per_block_training_resumes_in_its_layout_and_returns_stacked_params(data_dir, tmp_path):
   per_block = _fit(data_dir, tmp_path / "per_block", scan_blocks=False)
   assert per_block["params"]["blocks"]["attn"]["qkv"]["kernel"].shape == (2, 32, 96)  # stacked again

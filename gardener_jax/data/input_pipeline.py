@@ -214,6 +214,13 @@ def stream(dataset: grain.MapDataset, num_workers: int) -> grain.IterDataset:
   return read.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
 
 
+def shard_seed(seed: int, shard_index: int) -> int:
+  """The shuffle and augmentation seed of a process's shard: the job's seed on process 0, so a one-host run
+  reads as it always did, and another on each other host, so that hosts do not shuffle their shards alike
+  or draw the same clip and crop for their k-th examples."""
+  return (seed + 1_000_003 * shard_index) % 2**32
+
+
 def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_index: int = 0, shard_count: int = 1,
                    num_workers: int = 0, num_epochs: int | None = None) -> Pipeline:
   """Batches of {'clips': (batch, T, S, S, 3) uint8, 'label': (batch,)}; `batch_size` is this process's.
@@ -223,6 +230,7 @@ def train_pipeline(source, spec: ClipSpec, batch_size: int, seed: int, shard_ind
   that stream, skipped corrupt videos included, so a resumed run reads what an uninterrupted one would.
   """
   skipped = SkipCorrupt()
+  seed = shard_seed(seed, shard_index)
   dataset = _shard(source, shard_index, shard_count).shuffle(seed=seed).repeat(num_epochs)
   dataset = dataset.random_map(functools.partial(train_clip, spec=spec), seed=seed)
   return Pipeline(stream(dataset, num_workers).filter(skipped).batch(batch_size, drop_remainder=True), skipped)

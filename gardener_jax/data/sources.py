@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from gardener_jax.sharding import on_primary
+
 
 def prepared(data_dir, name: str, config: str | None = None) -> list[pathlib.Path]:
   """The prepared versions of a dataset (config None: any config), current version last if present."""
@@ -78,18 +80,32 @@ class Splits:
   val_description: str = ""  # where the validation examples come from, for the reports
 
 
+def _build_if_missing(data) -> None:
+  from gardener_jax.data import builders
+
+  data_dir, config = pathlib.Path(data.data_dir or "data"), data.config or None
+  if not any(p.name == str(builders.VERSION) for p in prepared(data_dir, data.name, config)):
+    builders.build(data.name, data_dir, config, data.manual_dir or None)
+
+
+def prepare(data) -> None:
+  """Builds the dataset of a job's `config.data` if it is not prepared yet; every process calls it before the
+  job's first stage. Hosts that share `data_dir` must not build at once (TFDS moves its finished build into
+  place with a rename, which fails on every host but the first), so process 0 builds first while the others
+  wait; a host that still finds nothing (its `data_dir` is on its own disk) then builds its own copy."""
+  on_primary(f"prepare {data.name}", lambda: _build_if_missing(data))
+  _build_if_missing(data)
+
+
 def from_config(data, classes: Sequence[str] = (), seed: int = 0) -> Splits:
   """The train, validation and test sources of a job's `config.data`, restricted to `classes` if given.
 
   Validation comes from `data.val_split` (a split of the dataset) or `data.val_fraction` (held out of
-  the training split, seeded); with neither, there is none.
+  the training split, seeded); with neither, there is none. It builds the dataset if it is missing; on several
+  hosts a job calls `prepare` first.
   """
-  from gardener_jax.data import builders
-
-  data_dir = pathlib.Path(data.data_dir or "data")
-  config = data.config or None
-  if not any(p.name == str(builders.VERSION) for p in prepared(data_dir, data.name, config)):
-    builders.build(data.name, data_dir, config, data.manual_dir or None)
+  _build_if_missing(data)
+  data_dir, config = pathlib.Path(data.data_dir or "data"), data.config or None
   train, info = open_split(data_dir, data.name, data.train_split, config)
   names = list(info.features["label"].names)
   opened = {"test": open_split(data_dir, data.name, data.eval_split, config)[0] if data.eval_split else None,

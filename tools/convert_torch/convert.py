@@ -7,6 +7,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gardener_jax.checkpoint import count_params, load_tree, read_config, write_checkpoint
@@ -42,8 +43,14 @@ def convert(src, out, *, variant: str | None = None, overrides: dict[str, Any] |
   params, mapped = torch_to_flax(tensors, layout, config, source=name)
   if "pos_embed" in tensors:  # some files store the fixed table; anything else would be a learned one.
     pos_embed = tensors.pop("pos_embed")
-    if not np.allclose(pos_embed.reshape(-1), sinusoid_position_table(config.num_tokens, config.width).reshape(-1),
-                       atol=1e-6):
+    if pos_embed.size != config.num_tokens * config.width:
+      raise ConversionError(f"{name}: key 'pos_embed' has shape {tuple(pos_embed.shape)}; the model's "
+                            f"{config.num_frames} frames of {config.image_size}² make {config.num_tokens} tokens of "
+                            f"width {config.width} (check --num_frames and --image_size)")
+    # A table stored in float16 or bfloat16 is the sinusoid rounded to that grid.
+    if not np.allclose(pos_embed.astype(np.float32).reshape(-1),
+                       sinusoid_position_table(config.num_tokens, config.width).reshape(-1),
+                       atol=max(1e-6, float(jnp.finfo(pos_embed.dtype).eps))):
       raise ConversionError(f"{name}: key 'pos_embed' is not the fixed sinusoid table; learned position "
                             "embeddings are not supported")
     ignored["pos_embed"] = "equals the fixed sinusoid table, which the model rebuilds"

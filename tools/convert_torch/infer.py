@@ -40,8 +40,11 @@ def _from_shapes(tensors: LazyTensors, layout: str, source: str) -> dict[str, An
   if not found and "encoder_to_decoder.weight" in tensors:
     found = [True]  # a HuggingFace pretraining encoder that mean-pools: no final norm, no fc_norm
   if len(found) != 1:
+    backbone = "" if found or layout == ORIGINAL or head in tensors else (
+        " (a HuggingFace VideoMAEModel that mean-pools keeps no norm: its fc_norm belongs to "
+        "VideoMAEForVideoClassification; convert that model, or the pretraining checkpoint)")
     raise ConversionError(f"{source}: expected exactly one of the keys {list(pooling)} (mean pooling + fc_norm, "
-                          f"or a final norm); found {'both' if found else 'neither'}")
+                          f"or a final norm); found {'both' if found else 'neither'}{backbone}")
   return dict(
       width=width, in_channels=in_channels, tubelet_size=tubelet, patch_size=patch_h,
       depth=max(blocks) + 1, mlp_dim=tensors.shape(fc1)[0], use_mean_pooling=found[0],
@@ -56,6 +59,9 @@ def from_hf_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     raise ConversionError(f"{source}/config.json: model_type is {hf['model_type']!r}, expected 'videomae'")
   if hf.get("hidden_act", "gelu") != "gelu":
     raise ConversionError(f"{source}/config.json: hidden_act is {hf['hidden_act']!r}; only exact 'gelu' is supported")
+  if not hf.get("qv_bias", hf.get("qkv_bias", True)):
+    raise ConversionError(f"{source}/config.json: qv_bias is false; only VideoMAE with query and value biases (the "
+                          "release's and transformers' default) is supported")
   names = dict(width="hidden_size", depth="num_hidden_layers", num_heads="num_attention_heads",
                mlp_dim="intermediate_size", num_frames="num_frames", image_size="image_size",
                patch_size="patch_size", tubelet_size="tubelet_size", in_channels="num_channels",
