@@ -169,8 +169,8 @@ def sweep(config, workdir) -> str:
 
   workdir = pathlib.Path(workdir)
   model, origin = source_model(config)
-  depth = model.depth if model else validate.source_depth(config)
-  runs = sweep_lib.plan(config.sweep, depth, sweep_lib.training_seeds(config))
+  blocks = model.kept_blocks if model else validate.source_blocks(config)
+  runs = sweep_lib.plan(config.sweep, blocks, sweep_lib.training_seeds(config))
   lines = [f"dry run of sweep {workdir}: nothing is read or written", f"initial model: {origin}",
            f"{len(runs)} runs: " + ", ".join(f"{sum(r.criterion == c for r in runs)} {c}"
                                                for c in dict.fromkeys(r.criterion for r in runs))]
@@ -179,10 +179,12 @@ def sweep(config, workdir) -> str:
     prepared = sweep_lib.open_sweep(config, workdir)
     keys = {}
     for run in prepared.runs:
-      try:
+      try:  # the oracle's sets are read from oracle.json; where the sweep has not written it yet, they count as new
+        if run.criterion == sweep_lib.ORACLE and not (workdir / "oracle.json").is_file():
+          raise sweep_lib.Pending(run.name)
         keys.setdefault(json.dumps(prepared.training_key(run, prepared.removal_order(run))), []).append(run.name)
       except sweep_lib.Pending:
-        keys.setdefault(run.name, []).append(run.name)  # the oracle's sets: known once the single runs finish
+        keys.setdefault(run.name, []).append(run.name)
     finished = sum(prepared.result(r) is not None and prepared.result(r).get("status") == "ok" for r in prepared.runs)
     lines.append(f"{len(keys)} trainings, {len(runs) - len(keys)} runs reuse an equal one (oracle top-k sets counted "
                  f"as new until the single-block runs finish); {finished} runs already finished")

@@ -60,7 +60,7 @@ def crossed_cell(wars: np.ndarray, videos: int | None) -> dict:
   """`cell` of random's runs, every draw (columns) trained with every seed (rows): the draws are shared by
   the seeds and the seeds by the draws, so the runs are not independent. The variance of the mean is
   (MS_seed + MS_draw − MS_rest) / (S · D), the two-way random-effects model without replication (a negative
-  estimate of the seed and draw components is taken as 0), at Satterthwaite's degrees of freedom."""
+  estimate of the seed or the draw component is taken as 0), at Satterthwaite's degrees of freedom."""
   wars = np.asarray(wars, np.float64)
   seeds, draws = wars.shape
   if seeds < 2 or draws < 2:
@@ -71,11 +71,13 @@ def crossed_cell(wars: np.ndarray, videos: int | None) -> dict:
   ms_draw = seeds * float(np.sum((by_draw - grand) ** 2)) / (draws - 1)
   rest_df = (seeds - 1) * (draws - 1)
   ms_rest = float(np.sum((x - by_seed[:, None] - by_draw[None, :] + grand) ** 2)) / rest_df
-  combined = ms_seed + ms_draw - ms_rest
-  if combined > ms_rest:
-    df = combined ** 2 / (ms_seed ** 2 / (seeds - 1) + ms_draw ** 2 / (draws - 1) + ms_rest ** 2 / rest_df)
-  else:
-    combined, df = ms_rest, rest_df
+  # (MS_seed − MS_rest) + (MS_draw − MS_rest) + MS_rest, each component's term dropped where it is negative
+  use_seed, use_draw = ms_seed > ms_rest, ms_draw > ms_rest
+  terms = [(ms_seed, seeds - 1, int(use_seed)), (ms_draw, draws - 1, int(use_draw)),
+           (ms_rest, rest_df, 1 - int(use_seed) - int(use_draw))]
+  combined = sum(weight * ms for ms, _, weight in terms)
+  spread = sum((weight * ms) ** 2 / df for ms, df, weight in terms)
+  df = combined ** 2 / spread if spread > 0 else rest_df
   return _summary(wars.ravel(), combined / (seeds * draws), df, videos)
 
 

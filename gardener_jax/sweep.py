@@ -21,12 +21,18 @@ oracle choose by the single removals' (and candidates') mean WAR over the seeds.
 
 Runs that remove the same blocks with the same schedule and training seed train identical models: a
 run whose training matches a finished one copies its result ("reused_from") instead of training again.
+
+Every result records the digest of the settings it was made under (`Sweep.settings`: the config but for the
+fields that only list the runs or do not change a result). A result of other settings is stale: the sweep
+neither reports nor reuses it, and a run's directory left by an attempt under other settings is emptied
+before the run trains again, so a changed config never mixes with what an earlier one trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import pathlib
 import shutil
@@ -45,6 +51,11 @@ from gardener_jax.sharding import on_primary
 BASELINE, SINGLE, ORACLE, GREEDY = "unpruned", "oracle_single", "oracle", "oracle_greedy"
 RESULT_FILE = "result.json"
 RANKINGS_FILE = "rankings.json"  # every criterion's ranking but the oracle's, scored once by --prepare
+ATTEMPT_FILE = "attempt.json"  # in a run's directory: the settings and training key of what it holds
+# Config fields that change which runs a sweep has, or how fast they go, but no run's result.
+NOT_IN_SETTINGS = ("sweep.criteria", "sweep.levels", "sweep.random_seeds", "sweep.seeds", "sweep.baseline",
+                   "sweep.greedy", "sweep.keep_checkpoints", "data.workers", "data.input_nice", "data.eval_batch_size",
+                   "train.log_every", "train.checkpoint_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +77,14 @@ def training_seeds(config) -> list[int]:
   return [int(s) for s in config.sweep.get("seeds") or (config.seed,)]
 
 
-def plan(sweep, depth: int, seeds: Sequence[int] = (0,)) -> list[Run]:
+def plan(sweep, blocks: Sequence[int], seeds: Sequence[int] = (0,)) -> list[Run]:
+  """The runs of `sweep` on a model holding `blocks` (1-based ids of the original model: `kept_blocks`)."""
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"sweep.seeds {list(seeds)}: give one or more distinct training seeds")
+  for field in ("criteria", "levels", "random_seeds"):
+    if len(set(values := list(sweep.get(field, ())))) != len(values):
+      raise ValueError(f"sweep.{field} {values}: each value once (a repeat would count one training twice)")
+  depth = len(blocks)
   levels = [int(k) for k in sweep.levels]
   if bad := [k for k in levels if not 1 <= k <= depth - 1]:
     raise ValueError(f"sweep.levels {bad}: a level removes 1 to {depth - 1} of the {depth} blocks")
@@ -78,7 +94,7 @@ def plan(sweep, depth: int, seeds: Sequence[int] = (0,)) -> list[Run]:
     raise ValueError(f"sweep.epochs has {len(sweep.epochs)} entries; it needs one per blocks removed, 0 … {depth - 1}")
   runs = [Run(BASELINE, BASELINE, 0)] if sweep.baseline else []
   if ORACLE in sweep.criteria or sweep.greedy:
-    runs += [Run(f"single_b{b}", SINGLE, 1, block=b) for b in range(1, depth + 1)]
+    runs += [Run(f"single_b{b}", SINGLE, 1, block=b) for b in blocks]
   for name in sweep.criteria:
     if name != ORACLE:
       draws = list(sweep.random_seeds) if name == "random" else [0]
@@ -104,7 +120,7 @@ class Sweep:
     self.model_config = read_config(initial)
     self.depth = self.model_config.depth
     self.seeds = training_seeds(config)
-    self.runs = plan(config.sweep, self.depth, self.seeds)
+    self.runs = plan(config.sweep, self.model_config.kept_blocks, self.seeds)
     self._params = None
     self._rankings: dict = {}
 
@@ -177,10 +193,13 @@ class Sweep:
     return {b: float(np.mean(list(by_seed.values()))) for b, by_seed in self.single_accuracies().items()}
 
   def oracle_file(self) -> pathlib.Path:
+    """oracle.json, from the single-block runs' results (rewritten only where they changed)."""
     path = self.dir / "oracle.json"
-    write_json(path, {"metric": "war", "accuracy": {str(b): a for b, a in self.single_accuracy().items()},
-                      "per_seed": {str(b): {str(t): a for t, a in by_seed.items()}
-                                   for b, by_seed in self.single_accuracies().items()}})
+    oracle = {"metric": "war", "accuracy": {str(b): a for b, a in self.single_accuracy().items()},
+              "per_seed": {str(b): {str(t): a for t, a in by_seed.items()}
+                           for b, by_seed in self.single_accuracies().items()}}
+    if not path.is_file() or json.loads(path.read_text()) != oracle:
+      write_json(path, oracle)
     return path
 
   def greedy_path(self, k: int) -> tuple[int, ...]:
@@ -212,6 +231,17 @@ class Sweep:
 
   # --- results ---------------------------------------------------------------------------------------
 
+  @functools.cached_property
+  def settings(self) -> str:
+    """The digest of what the runs' removed sets and trainings depend on: the initial checkpoint and the config
+    but for `NOT_IN_SETTINGS`."""
+    config = self.config.copy_and_resolve_references().to_dict()
+    for field in NOT_IN_SETTINGS:
+      section, name = field.split(".")
+      config.get(section, {}).pop(name, None)
+    text = json.dumps({"initial": str(self.initial), "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
   def run_dir(self, run: Run) -> pathlib.Path:
     return self.dir / "runs" / run.name
 
@@ -220,9 +250,7 @@ class Sweep:
     if not path.is_file():
       return None
     record = json.loads(path.read_text())
-    if "draw" not in record:  # written before training seeds, when "seed" was random's draw
-      record.update(draw=record.get("seed", 0), seed=record.get("training_key", [None, None, run.seed])[2])
-    return record
+    return record if record.get("settings") == self.settings else None  # stale: made under other settings
 
   def training_key(self, run: Run, removed) -> list:
     return [sorted(removed), int(self.config.sweep.epochs[run.k]), run.seed]
@@ -234,7 +262,18 @@ class Sweep:
         return result
     return None
 
-  def _train(self, run: Run, removed) -> dict:
+  def _start_attempt(self, run: Run, key) -> None:
+    """Empties the run's directory if an attempt under other settings or with another training left it (a
+    killed attempt of this one resumes from its checkpoints), then records this attempt."""
+    directory, attempt = self.run_dir(run), {"settings": self.settings, "training_key": key}
+    marker = directory / ATTEMPT_FILE
+    if directory.exists() and (not marker.is_file() or json.loads(marker.read_text()) != attempt):
+      shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(marker, attempt)
+
+  def _train(self, run: Run, removed, key) -> dict:
+    on_primary(f"start {run.name}", lambda: self._start_attempt(run, key))
     config = self.config.copy_and_resolve_references()
     with config.unlocked():
       config.prune.criterion = "explicit" if removed else "none"
@@ -255,7 +294,7 @@ class Sweep:
       return previous
     start = time.perf_counter()
     record = {"name": run.name, "criterion": run.criterion, "k": run.k, "ratio": run.k / self.depth, "seed": run.seed,
-              "draw": run.draw}
+              "draw": run.draw, "settings": self.settings}
     try:
       order = self.removal_order(run)
       key = self.training_key(run, order)
@@ -267,7 +306,7 @@ class Sweep:
                       reused_from=same["name"])
       else:
         logging.info("run %s: removing blocks %s", run.name, sorted(order) or "none")
-        record.update(self._train(run, order))
+        record.update(self._train(run, order, key))
       record["status"] = "ok"
     except Exception as e:  # noqa: BLE001 — a failed run is recorded; SIGTERM and ^C still stop the sweep
       logging.error("run %s failed: %s", run.name, e)
@@ -292,7 +331,7 @@ def prepare(config, workdir, train_fn: TrainFn = pipeline.run) -> Sweep:
   workdir.mkdir(parents=True, exist_ok=True)
   sweep = Sweep(config, workdir, pipeline.initial_stage(config, workdir), train_fn)
   on_primary("sweep rankings", sweep.write_rankings)
-  write_json(workdir / "plan.json", {"initial": str(sweep.initial), "depth": sweep.depth,
+  write_json(workdir / "plan.json", {"initial": str(sweep.initial), "depth": sweep.depth, "settings": sweep.settings,
                                       "runs": [dataclasses.asdict(r) for r in sweep.runs]})
   return sweep
 
@@ -301,7 +340,12 @@ def open_sweep(config, workdir, train_fn: TrainFn = pipeline.run) -> Sweep:
   plan_file = pathlib.Path(workdir) / "plan.json"
   if not plan_file.is_file():
     raise FileNotFoundError(f"{plan_file} not found: run the sweep once with --prepare (or without --run_index)")
-  return Sweep(config, workdir, json.loads(plan_file.read_text())["initial"], train_fn)
+  planned = json.loads(plan_file.read_text())
+  sweep = Sweep(config, workdir, planned["initial"], train_fn)
+  if planned.get("settings") != sweep.settings or planned["runs"] != [dataclasses.asdict(r) for r in sweep.runs]:
+    raise ValueError(f"{plan_file}: the config is not the one --prepare planned (its runs or settings changed); "
+                     "run --prepare again with this config, so that every task runs the plan it names")
+  return sweep
 
 
 def run_all(sweep: Sweep) -> list[dict]:

@@ -21,7 +21,7 @@ import sys
 from typing import Any, Callable
 
 _MISSING = object()
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")  # float16 compute would need loss scaling: its small gradients round to zero
 SAVE_DTYPES = ("", "float32", "float16", "bfloat16", "source")
 
 
@@ -169,7 +169,8 @@ def _check_training(c: _Checker, prefix: str = "") -> None:
     if batch % devices:
       c.add(f"{t}.batch_size", batch, f"a multiple of the {devices} devices ({jax.process_count()} processes), "
             "each takes an equal share")
-  c.one_of(f"{t}.dtype", DTYPES, optional=True)
+  c.require(f"{t}.dtype", lambda v: v in DTYPES, "float32 or bfloat16 (float16 compute would need loss scaling, "
+            "which this loop does not do: its small gradients round to zero)", optional=True)
   c.one_of(f"{t}.save_dtype", SAVE_DTYPES, optional=True)
   c.require(f"{t}.scan_blocks", lambda v: isinstance(v, bool), "True or False", optional=True)
   c.require(f"{t}.compiler_options", _compiles_with, "XLA compile options this backend accepts, as a dict of "
@@ -202,25 +203,34 @@ def _check_model(c: _Checker) -> None:
     c.add("data.num_frames", c.get("data.num_frames"), f"a multiple of model.tubelet_size ({tubelet})")
 
 
-def source_depth(config) -> int | None:
-  """The depth of the model the job prunes, without loading weights: the model config for a model made
-  here, a checkpoint's config.json (gardener_jax or HuggingFace), or the named variant; None if unknown."""
+def source_blocks(config) -> tuple[int, ...] | None:
+  """The blocks of the model the job prunes (1-based ids of the original model), without loading weights:
+  1 … depth of the model config for a model made here, a checkpoint's config.json (gardener_jax or HuggingFace;
+  a pruned one's `kept_blocks`), or the named variant's; None if unknown."""
   from gardener_jax.models import VARIANTS
 
   c = _Checker(config)
   source = c.get("init.source", "")
   if source in ("pretrain", "random_hf"):
     depth = c.get("model.depth", None)
-    return depth if _integer(1)(depth) else None
+    return tuple(range(1, depth + 1)) if _integer(1)(depth) else None
   config_file = pathlib.Path(str(source)).expanduser() / "config.json"
   if config_file.is_file():
     try:
       saved = json.loads(config_file.read_text())
-      return int(saved.get("depth") or saved["num_hidden_layers"])
+      depth = int(saved.get("depth") or saved["num_hidden_layers"])
+      kept = saved.get("kept_blocks") or saved.get("gardener_kept_blocks")
+      return tuple(int(b) for b in kept) if kept else tuple(range(1, depth + 1))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
       return None
   variant = c.get("init.variant", "")
-  return VARIANTS[variant]["depth"] if variant in VARIANTS else None
+  return tuple(range(1, VARIANTS[variant]["depth"] + 1)) if variant in VARIANTS else None
+
+
+def source_depth(config) -> int | None:
+  """The depth of the model the job prunes (see `source_blocks`); None if unknown."""
+  blocks = source_blocks(config)
+  return None if blocks is None else len(blocks)
 
 
 def _check_init(c: _Checker) -> None:
@@ -246,7 +256,7 @@ def _check_init(c: _Checker) -> None:
       c.add("init.variant", variant, f"one of {', '.join(map(repr, VARIANTS))}")
 
 
-def _check_prune(c: _Checker, depth: int | None) -> None:
+def _check_prune(c: _Checker, blocks: tuple[int, ...] | None) -> None:
   from gardener_jax import criteria
   from gardener_jax.entropy import Discretization
 
@@ -258,15 +268,17 @@ def _check_prune(c: _Checker, depth: int | None) -> None:
     Discretization.parse(str(c.get("prune.discretize", "exact")))
   except ValueError:
     c.add("prune.discretize", c.get("prune.discretize"), "exact, float16, bfloat16 or hist:K with K ≥ 2")
-  ratio, remove, blocks = c.get("prune.ratio", 0) or 0, c.get("prune.remove", 0) or 0, c.get("prune.blocks", "") or ""
+  ratio, remove = c.get("prune.ratio", 0) or 0, c.get("prune.remove", 0) or 0
+  depth = len(blocks) if blocks else None
   limit = f" of the {depth} blocks" if depth else ""
-  if blocks:
+  if chosen := c.get("prune.blocks", "") or "":
     try:
-      ids = [int(b) for b in str(blocks).split(",") if b.strip()]
+      ids = [int(b) for b in str(chosen).split(",") if b.strip()]
     except ValueError:
       ids = []
-    if not ids or len(set(ids)) != len(ids) or (depth and (len(ids) >= depth or not all(1 <= b <= depth for b in ids))):
-      c.add("prune.blocks", blocks, f"distinct 1-based block ids, comma-separated, fewer than all{limit}")
+    if not ids or len(set(ids)) != len(ids) or (blocks and (len(ids) >= depth or not set(ids) <= set(blocks))):
+      held = f" ({', '.join(map(str, blocks))})" if blocks and blocks != tuple(range(1, depth + 1)) else ""
+      c.add("prune.blocks", chosen, f"distinct 1-based block ids, comma-separated, fewer than all{limit}{held}")
     return
   if ratio and remove:
     c.add("prune.remove", remove, f"0 when prune.ratio ({ratio}) is set: give one of the two")
@@ -308,6 +320,9 @@ def _check_sweep(c: _Checker, depth: int | None) -> None:
   if (depth and len(epochs) < depth) or not all(_integer(1)(e) for e in epochs):
     c.add("sweep.epochs", tuple(epochs), f"finetuning epochs ≥ 1 for each number of blocks removed, 0 … "
           f"{depth - 1 if depth else 'depth − 1'}")
+  for field in ("sweep.criteria", "sweep.levels", "sweep.random_seeds"):
+    if len(set(values := tuple(c.get(field, ())))) != len(values):
+      c.add(field, values, "each value once (a repeat would count one training twice)")
   if "random" in c.get("sweep.criteria", ()) and not c.get("sweep.random_seeds", ()):
     c.add("sweep.random_seeds", c.get("sweep.random_seeds", ()), "at least one seed for the random criterion")
   seeds = c.get("sweep.seeds", None)
@@ -325,7 +340,7 @@ def _problems(config, *checks: Callable[[_Checker], None]) -> list[Problem]:
 
 def job_problems(config) -> list[Problem]:
   """The prune-and-finetune job (`gardener train`)."""
-  return _problems(config, _check_init, lambda c: _check_prune(c, source_depth(c.config)))
+  return _problems(config, _check_init, lambda c: _check_prune(c, source_blocks(c.config)))
 
 
 def pretrain_problems(config) -> list[Problem]:

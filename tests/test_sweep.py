@@ -13,10 +13,12 @@ import pytest
 from scipy import stats
 
 from gardener_jax import cli, compare, criteria, sweep, validate
+from gardener_jax import stats as stats_lib
 from gardener_jax.checkpoint import save_checkpoint
 from gardener_jax.models import ModelConfig, init_params
 
 DEPTH = 4
+BLOCKS = tuple(range(1, DEPTH + 1))
 # Fake finetuning: WAR = 90 − the cost of each removed block, and 30 more when blocks 1 and 2 both go,
 # so the oracle (best singles, all at once) takes {1, 2} at k = 2 and the greedy oracle does not.
 COST = {1: 1.0, 2: 2.0, 3: 5.0, 4: 9.0}
@@ -61,7 +63,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_the_plan_is_fixed_by_the_config(checkpoint):
-  runs = sweep.plan(_config(checkpoint).sweep, DEPTH)
+  runs = sweep.plan(_config(checkpoint).sweep, BLOCKS)
   names = [r.name for r in runs]
   assert names[:5] == ["unpruned", "single_b1", "single_b2", "single_b3", "single_b4"]
   assert names[5:8] == ["entropy_k1", "entropy_k2", "entropy_k3"]
@@ -69,11 +71,17 @@ def test_the_plan_is_fixed_by_the_config(checkpoint):
   assert names[17:20] == ["oracle_k1", "oracle_k2", "oracle_k3"]
   assert names[20:] == ["greedy_k2_c0", "greedy_k2_c1", "greedy_k2_c2", "greedy_k3_c0", "greedy_k3_c1"]
   with pytest.raises(ValueError, match=r"sweep.levels \[4\]"):
-    sweep.plan(_config(checkpoint, levels=(1, 4)).sweep, DEPTH)
+    sweep.plan(_config(checkpoint, levels=(1, 4)).sweep, BLOCKS)
   with pytest.raises(ValueError, match="unknown criterion 'entorpy'"):
-    sweep.plan(_config(checkpoint, criteria=("entorpy",)).sweep, DEPTH)
+    sweep.plan(_config(checkpoint, criteria=("entorpy",)).sweep, BLOCKS)
   with pytest.raises(ValueError, match="sweep.epochs has 2 entries"):
-    sweep.plan(_config(checkpoint, epochs=(1, 2)).sweep, DEPTH)
+    sweep.plan(_config(checkpoint, epochs=(1, 2)).sweep, BLOCKS)
+  with pytest.raises(ValueError, match=r"sweep.criteria \['entropy', 'l1', 'entropy'\]: each value once"):
+    sweep.plan(_config(checkpoint, criteria=("entropy", "l1", "entropy")).sweep, BLOCKS)
+  with pytest.raises(ValueError, match=r"sweep.random_seeds \[1, 1\]: each value once"):
+    sweep.plan(_config(checkpoint, random_seeds=(1, 1)).sweep, BLOCKS)
+  pruned = [r.name for r in sweep.plan(_config(checkpoint).sweep, (1, 2, 4, 6))]  # a pruned initial model's blocks
+  assert pruned[1:5] == ["single_b1", "single_b2", "single_b4", "single_b6"]
 
 
 def test_a_sweep_records_failures_reuses_equal_trainings_and_resumes(checkpoint, tmp_path):
@@ -120,7 +128,7 @@ def test_run_index_runs_one_run_alone(checkpoint, tmp_path):
   calls = []
   sweep.prepare(config, tmp_path, _fake_finetune(calls))
   plan = json.loads((tmp_path / "plan.json").read_text())
-  assert [r["name"] for r in plan["runs"]] == [r.name for r in sweep.plan(config.sweep, DEPTH)]
+  assert [r["name"] for r in plan["runs"]] == [r.name for r in sweep.plan(config.sweep, BLOCKS)]
   saved = json.loads((tmp_path / "rankings.json").read_text())
   assert sorted(saved["rankings"]) == ["entropy/0", "l1/0", "random/0", "random/1"]  # scored once, by --prepare
   job = sweep.open_sweep(config, tmp_path, _fake_finetune(calls))
@@ -129,9 +137,18 @@ def test_run_index_runs_one_run_alone(checkpoint, tmp_path):
   assert [c[0] for c in calls] == ["l1_k2"]
   assert job._params is None  # a task reads the saved ranking, not the weights
   assert job.result(job.runs[index])["removal_order"] == saved["rankings"]["l1/0"]["removal_order"][:2]
+  (tmp_path / "runs" / "l1_k2" / "pruned").mkdir()  # as a killed attempt would leave it
+
   with config.unlocked():
-    config.prune.discretize = "hist:32"  # other settings: the saved rankings no longer apply
-  assert sweep.open_sweep(config, tmp_path).ranking("entropy").discretization == "hist:32"
+    config.prune.discretize = "hist:32"  # other settings: the saved rankings and results no longer apply
+  with pytest.raises(ValueError, match="not the one --prepare planned"):
+    sweep.open_sweep(config, tmp_path)  # a task of a job array must not run another plan than its index names
+  job = sweep.prepare(config, tmp_path, _fake_finetune(calls))
+  assert job.ranking("entropy").discretization == "hist:32"
+  assert job.result(job.runs[index]) is None and job.results() == []  # made under the old settings: not reported
+  calls.clear()
+  assert job.execute(job.runs[index])["status"] == "ok" and [c[0] for c in calls] == ["l1_k2"]  # trained again
+  assert not (tmp_path / "runs" / "l1_k2" / "pruned").exists()  # the old attempt's files were removed first
   assert sorted(p.parent.name for p in (tmp_path / "runs").glob("*/result.json")) == ["l1_k2"]
   oracle = job.execute(job.runs[[r.name for r in job.runs].index("oracle_k2")])
   assert oracle["status"] == "failed" and "the oracle needs every single-block run" in oracle["error"]
@@ -205,16 +222,26 @@ def _expected_crossed_cell(wars: np.ndarray, videos=EVAL_VIDEOS) -> str:
   ms = {"seed": d_count * np.var(x.mean(axis=1), ddof=1), "draw": s_count * np.var(x.mean(axis=0), ddof=1),
         "rest": np.sum(residual ** 2) / ((s_count - 1) * (d_count - 1))}
   dfs = {"seed": s_count - 1, "draw": d_count - 1, "rest": (s_count - 1) * (d_count - 1)}
-  combined = ms["seed"] + ms["draw"] - ms["rest"]
-  if combined > ms["rest"]:
-    df = combined ** 2 / sum(ms[key] ** 2 / dfs[key] for key in ms)
-  else:
-    combined, df = ms["rest"], dfs["rest"]
+  # S·D·Var(mean) = D·σ²_seed + S·σ²_draw + σ²_rest, each component's estimate taken as 0 where negative
+  var_seed, var_draw = max(0.0, (ms["seed"] - ms["rest"]) / d_count), max(0.0, (ms["draw"] - ms["rest"]) / s_count)
+  combined = d_count * var_seed + s_count * var_draw + ms["rest"]
+  coef = {"seed": float(var_seed > 0), "draw": float(var_draw > 0)}
+  coef["rest"] = 1 - coef["seed"] - coef["draw"]  # combined as a sum of mean squares, for Satterthwaite's df
+  df = combined ** 2 / sum((coef[key] * ms[key]) ** 2 / dfs[key] for key in ms if coef[key])
   mean = float(wars.mean())
   runs, binomial = combined / wars.size, (mean / 100) * (1 - mean / 100) / videos
   half = 100 * stats.t.ppf(0.975, (runs + binomial) ** 2 / (runs ** 2 / df)) * np.sqrt(runs + binomial)
   return (f"{mean:.2f} ± {np.std(wars, ddof=1):.2f} ({wars.size}) "
           f"[{max(0, mean - half):.1f}, {min(100, mean + half):.1f}]")
+
+
+@pytest.mark.parametrize("case", ["both components", "seeds only", "neither"])
+def test_random_cells_drop_each_negative_variance_component_alone(case):
+  seed_effect = {"both components": [0, 6, 12], "seeds only": [0, 6, 12], "neither": [0, 0, 0]}[case]
+  draw_effect = {"both components": [0, 5], "seeds only": [0, 0], "neither": [0, 0]}[case]
+  noise = np.array([[0.5, -0.5], [-1.0, 1.0], [0.25, -0.25]])
+  wars = 50 + np.add.outer(seed_effect, draw_effect) + noise
+  assert stats_lib.format_cell(stats_lib.crossed_cell(wars, EVAL_VIDEOS)) == _expected_crossed_cell(wars)
 
 
 def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_tests(checkpoint, tmp_path):
@@ -225,7 +252,7 @@ def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_test
   names = [r.name for r in job.runs]
   assert names[:6] == ["unpruned_t0", "unpruned_t1", "unpruned_t2", "single_b1_t0", "single_b1_t1", "single_b1_t2"]
   assert len(names) == 3 * len(sweep.plan(_config(checkpoint, criteria=("entropy", "random", "oracle"),
-                                                  levels=(1, 2), greedy=False).sweep, DEPTH))
+                                                  levels=(1, 2), greedy=False).sweep, BLOCKS))
 
   # --run_index over the seeded plan: one run, one training, with its seed.
   alone = sweep.open_sweep(config, tmp_path, _fake_finetune(calls))
@@ -256,7 +283,7 @@ def test_a_seeded_sweep_trains_every_run_per_seed_and_reports_intervals_and_test
   assert first.execute(first.runs[0])["seed"] == 0
   with single.unlocked():
     single.seed = 1
-  again = sweep.open_sweep(single, tmp_path / "single", _fake_finetune(calls))
+  again = sweep.prepare(single, tmp_path / "single", _fake_finetune(calls))
   assert again.runs[0].name == "unpruned" and again.execute(again.runs[0])["seed"] == 1
   assert [c[3] for c in calls] == [0, 1]
   calls.clear()
@@ -360,7 +387,7 @@ def test_the_sweep_configs_plan(name, runs, levels):
   import importlib
 
   config = importlib.import_module(f"configs.{name}").get_config()
-  plan = sweep.plan(config.sweep, 12, sweep.training_seeds(config))
+  plan = sweep.plan(config.sweep, range(1, 13), sweep.training_seeds(config))
   assert len(plan) == runs
   assert {r.k for r in plan if r.criterion == "entropy"} == levels
   assert sum(r.criterion == "oracle_single" for r in plan) == 12 * len(config.sweep.seeds)

@@ -47,7 +47,8 @@ def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
     ({"data.name": "kinetics"}, "data.name", "one of 'synthetic_motion'"),
     ({"data.config": "huge"}, "data.config", "a config of synthetic_motion: one of 'default', 'small', 'tiny'"),
     ({"prune.discretize": "hist:1"}, "prune.discretize", "hist:K with K ≥ 2"),
-    ({"train.dtype": "float8"}, "train.dtype", "one of 'float32', 'bfloat16', 'float16'"),
+    ({"train.dtype": "float8"}, "train.dtype", "float32 or bfloat16"),
+    ({"train.dtype": "float16"}, "train.dtype", "float16 compute would need loss scaling"),
     ({"prune.ratio": 1.5}, "prune.ratio", "a number in (0, 1)"),  # out of range
     ({"train.batch_size": 0}, "train.batch_size", "an integer ≥ 1"),
     ({"optim.lr": 0.0}, "optim.lr", "a number in (0, inf]"),
@@ -89,6 +90,14 @@ def test_the_depth_comes_from_the_source_checkpoint_without_loading_it(tmp_path)
     assert list(problems) == ["prune.remove"] and f"1 … {depth - 1} of the {depth} blocks" in problems["prune.remove"]
 
 
+def test_blocks_to_remove_are_blocks_a_pruned_source_still_holds(tmp_path):
+  (tmp_path / "config.json").write_text(ModelConfig(width=32, depth=3, num_heads=2, mlp_dim=64, kept_blocks=(1, 2, 4),
+                                                    original_depth=4).to_json())
+  assert validate.job_problems(_demo(**{"init.source": str(tmp_path), "prune.blocks": "4"})) == []
+  problems = _fields(validate.job_problems(_demo(**{"init.source": str(tmp_path), "prune.blocks": "3"})))
+  assert list(problems) == ["prune.blocks"] and "fewer than all of the 3 blocks (1, 2, 4)" in problems["prune.blocks"]
+
+
 def test_a_sweep_checks_its_levels_and_criteria():
   config = sweep_demo.get_config()
   with config.unlocked():
@@ -98,6 +107,10 @@ def test_a_sweep_checks_its_levels_and_criteria():
   problems = _fields(validate.sweep_problems(config))
   assert sorted(problems) == ["sweep.criteria", "sweep.epochs", "sweep.levels"]
   assert "('entorpy',)" in problems["sweep.criteria"] and "each 1 … 11" in problems["sweep.levels"]
+  with config.unlocked():
+    config.sweep.criteria, config.sweep.levels, config.sweep.epochs = ("entropy", "l1", "entropy"), (3, 3), (1,) * 12
+  problems = _fields(validate.sweep_problems(config))
+  assert sorted(problems) == ["sweep.criteria", "sweep.levels"] and "each value once" in problems["sweep.levels"]
 
 
 def _gardener(*args, env=None, timeout=60):
