@@ -15,7 +15,6 @@ def get_config():
   config = pretrain_k400_vitb.get_config()
   config.data.update(name="ucf101", config="split_1", workers=8)
   config.mae.mask_ratio = 0.75
-  batch = 192
-  config.train.update(batch_size=batch, epochs=3200, eval_every_epochs=100, checkpoint_every=200)
-  config.optim.update(lr=3e-4 * batch / 256, warmup_steps=40 * UCF101_TRAIN_VIDEOS // batch)
+  config.train.update(batch_size=192, epochs=3200, eval_every_epochs=100, checkpoint_every=200)
+  pretrain_k400_vitb.scaled_by_batch(config, base_lr=3e-4, warmup_epochs=40, videos=UCF101_TRAIN_VIDEOS)
   return config

@@ -150,7 +150,7 @@ def _video_reconstruction_loss(params, clips, video_index, *, model: VideoMAEPre
                                seed: int):
   flat, (b, views) = _views(clips)
   masks = video_tube_masks(seed, video_index, views, model.config, mask_ratio).reshape(b * views, -1)
-  out = model.apply({"params": params}, sampling.normalize(flat).astype(model.dtype), masks,
+  out = model.apply({"params": params}, sampling.normalize(flat), masks,  # float32, as in training
                     num_masked=masked_per_clip(model.config, mask_ratio))
   per_clip = jnp.mean((out["pred"] - out["target"]) ** 2, axis=(1, 2))
   return per_clip.reshape(b, views).mean(axis=1)

@@ -4,6 +4,8 @@ optional gradient accumulation — optax transformations chained."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,9 +66,11 @@ def soft_targets(labels, num_classes: int, smoothing: float):
       labels, num_classes)
 
 
-def mix(rng, clips, targets, mixup_alpha: float, cutmix_alpha: float, switch_prob: float = 0.5):
+def mix(rng, clips, targets, mixup_alpha: float, cutmix_alpha: float, switch_prob: float = 0.5,
+        reverse: Callable = lambda x: x[::-1]):
   """Mixup or CutMix (one box for every frame of a clip) between a batch and its reverse, as in the
-  VideoMAE recipe; returns (clips, targets)."""
+  VideoMAE recipe; returns (clips, targets). `reverse` reverses a batch (under `shard_map`, the whole
+  batch's reverse, of which this device holds a share: `train.batch_reversed`)."""
   if not (mixup_alpha or cutmix_alpha):
     return clips, targets
   choose, beta_rng, box_rng = jax.random.split(rng, 3)
@@ -81,9 +85,9 @@ def mix(rng, clips, targets, mixup_alpha: float, cutmix_alpha: float, switch_pro
   rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
   box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
   box_lam = 1 - jnp.sum(box) / (height * width)
-  flipped = clips[::-1]
+  flipped = reverse(clips)
   cut = jnp.where(box[None, None, :, :, None], flipped, clips)
   mixed = lam * clips + (1 - lam) * flipped
   clips = jnp.where(use_cutmix, cut, mixed.astype(clips.dtype))
   lam = jnp.where(use_cutmix, box_lam, lam)
-  return clips, lam * targets + (1 - lam) * targets[::-1]
+  return clips, lam * targets + (1 - lam) * reverse(targets)

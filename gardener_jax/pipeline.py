@@ -66,6 +66,7 @@ def training_model(model_config: ModelConfig, overrides) -> ModelConfig:
 def finetune_stage(config, section, params, model_config: ModelConfig, classes, workdir: pathlib.Path) -> dict:
   """Trains `params` on `classes` of the data (all when empty) with `section.train`/`section.optim`
   and evaluates; returns fit's result with the model config, classes and validation source."""
+  sources.prepare(config.data)
   splits = sources.from_config(config.data, classes, config.seed)
   if model_config.is_pretraining:
     params, model_config = classifier_from_pretraining(params, model_config, len(splits.names), config.seed)
@@ -162,7 +163,6 @@ def run(config, workdir: str | os.PathLike, initial: pathlib.Path | None = None)
   """The whole job in `workdir`; `initial` (a checkpoint directory) skips the initial stage (a sweep's runs)."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  sources.prepare(config.data)
   initial = initial or initial_stage(config, workdir)
   checkpoint, pruning = prune_stage(config, initial, workdir)
   model_config, params = read_config(checkpoint), load_tree(checkpoint)["params"]

@@ -36,7 +36,7 @@ def masked_reconstruction_loss(model: VideoMAEPretraining, mask_ratio: float) ->
 
   def loss_fn(params, batch, rng):
     mask_rng, dropout_rng = jax.random.split(rng)
-    clips = sampling.normalize(batch["clips"]).astype(model.dtype)
+    clips = sampling.normalize(batch["clips"])  # float32: the targets come from it; the patch embedding casts
     masks = tube_masks(mask_rng, clips.shape[0], model.config, mask_ratio)
     out = model.apply({"params": params}, clips, masks, train=True, num_masked=masked, rngs={"dropout": dropout_rng})
     return out["loss"], {}
@@ -70,8 +70,9 @@ def fit_masked_autoencoder(*, model_config: ModelConfig, params, splits, config,
 def reconstruction_examples(params, config: ModelConfig, source, pipelines, mask_ratio: float, seed: int,
                             count: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(original, masked input, reconstruction) of the first view of `count` videos of `source`, in
-  [0, 1], the masks seeded as the validation loss's are (this process's share of them: run it alone)."""
-  batch = next(iter(pipelines.eval(sources.View(source, range(min(count, len(source)))), count)))
+  [0, 1], the masks seeded as the validation loss's are (run it on one process: it reads every one of them)."""
+  videos = sources.View(source, range(min(count, len(source))))
+  batch = next(iter(input_pipeline.eval_pipeline(videos, pipelines.eval_spec, count)))  # one shard: all of them
   clips = sampling.normalize(batch["clips"][:, 0])
   masks = video_tube_masks(seed, batch["video_index"], batch["clips"].shape[1], config, mask_ratio)[:, 0]
   out = VideoMAEPretraining(config).apply({"params": params}, clips, masks)

@@ -36,9 +36,20 @@ T = TypeVar("T")
 
 def on_primary(name: str, write: Callable[[], T]) -> T | None:
   """Runs `write` (files every process would otherwise write at once) on process 0 only; the other
-  processes wait until it is done, so that they can read what it wrote. `write` must not call
-  `on_primary` itself: process 0 would wait at a barrier the others never reach."""
-  result = write() if jax.process_index() == 0 else None
+  processes wait until it is done, so that they can read what it wrote. If `write` raises, every process
+  raises (process 0 its error, the others one that points to it), so no process waits for one that
+  stopped. `write` must not call `on_primary` itself: process 0 would wait at a barrier the others never
+  reach."""
+  result, error = None, None
+  if jax.process_index() == 0:
+    try:
+      result = write()
+    except Exception as e:  # noqa: BLE001 — raised below, after the others have heard of it
+      error = e
   if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
+    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))  # a collective: the barrier
+    if failed and error is None:
+      raise RuntimeError(f"{name}: process 0 failed (its log says why)")
+  if error is not None:
+    raise error
   return result

@@ -263,11 +263,13 @@ class Sweep:
     return None
 
   def _start_attempt(self, run: Run, key) -> None:
-    """Empties the run's directory if an attempt under other settings or with another training left it (a
-    killed attempt of this one resumes from its checkpoints), then records this attempt."""
+    """Empties the run's directory unless it holds an interrupted attempt at this very training (same
+    settings and key, no result yet), which then resumes from its checkpoints; records this attempt."""
     directory, attempt = self.run_dir(run), {"settings": self.settings, "training_key": key}
     marker = directory / ATTEMPT_FILE
-    if directory.exists() and (not marker.is_file() or json.loads(marker.read_text()) != attempt):
+    interrupted = (marker.is_file() and json.loads(marker.read_text()) == attempt
+                   and not (directory / RESULT_FILE).exists())
+    if directory.exists() and not interrupted:
       shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_json(marker, attempt)

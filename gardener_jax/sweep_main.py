@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gardener_jax import compare, logs, sweep, validate
+from gardener_jax.sharding import on_primary
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config (a configs/sweep_*.py file)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "the sweep directory: plan, runs/<name>/ and the tables")
@@ -18,6 +19,8 @@ _RUN_INDEX = flags.DEFINE_integer("run_index", None, "run only this run of the p
 _PREPARE = flags.DEFINE_bool("prepare", False, "only build the data and the initial checkpoint and write plan.json")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "print the run plan (and the reuses, once prepared) and exit")
 _COLLECT = flags.DEFINE_bool("collect", False, "only write the tables from the finished runs")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (a multi-host slice: "
+                                 "every process runs this same command and every run trains on all of them)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,6 +28,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logs.quiet_logging()
+  if _DISTRIBUTED.value:
+    import jax
+
+    jax.distributed.initialize()
   if sum([_PREPARE.value, _COLLECT.value, _RUN_INDEX.value is not None]) > 1:
     raise app.UsageError("give at most one of --prepare, --run_index and --collect")
   config, workdir = _CONFIG.value, _WORKDIR.value
@@ -49,7 +56,7 @@ def main(argv):
     return 0 if result["status"] == "ok" else 1
   if not _COLLECT.value:
     sweep.run_all(job)
-  compare.write(job)
+  on_primary("sweep tables", lambda: compare.write(job))
   logging.info("wrote %s/sweep.{csv,md,png}", workdir)
 
 

@@ -93,7 +93,7 @@ def classification_loss(model: VideoMAE, num_classes: int, options: TrainOptions
     mix_rng, dropout_rng = jax.random.split(rng)
     targets = optim_lib.soft_targets(batch["label"], num_classes, options.label_smoothing)
     clips, targets = optim_lib.mix(mix_rng, sampling.normalize(batch["clips"]).astype(model.dtype), targets,
-                                   options.mixup_alpha, options.cutmix_alpha)
+                                   options.mixup_alpha, options.cutmix_alpha, reverse=batch_reversed)
     logits = model.apply({"params": params}, clips, train=True, rngs={"dropout": dropout_rng})
     loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
@@ -122,6 +122,16 @@ def _release_free_heap() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
   except (OSError, AttributeError):
     pass
+
+
+def batch_reversed(x):
+  """This device's share of the whole batch reversed (on one device, `x[::-1]`): mixup and CutMix pair the
+  batch's first clip with its last, as timm does, not each device's first with its own last, which
+  would mix a device's only clip with itself."""
+  devices = jax.lax.axis_size(AXIS)
+  if devices == 1:
+    return x[::-1]
+  return jax.lax.ppermute(x, AXIS, [(i, devices - 1 - i) for i in range(devices)])[::-1]
 
 
 def _mean_over_devices(tree):

@@ -5,6 +5,7 @@
   python tests/multihost_worker.py eval PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json NUM_VIDEOS CORRUPT_INDEX
       [interleaved]
   python tests/multihost_worker.py prepare PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT.{}.json
+  python tests/multihost_worker.py primary PROCESS_ID NUM_PROCESSES PORT CHECKPOINT_DIR OUT.{}.json
 
 `train` finetunes a tiny VideoMAE on the tiny synthetic set for 12 steps (checkpoints every 2, the
 test split evaluated at the end) and writes the final params; with `per_block` it trains one parameter
@@ -15,8 +16,10 @@ evaluates fixed random params on the first NUM_VIDEOS training videos, the one a
 unreadable; with `interleaved` the mesh alternates processes along its axis (process 0's first device,
 process 1's first, ..., process 0's second, ...), as `jax.make_mesh` lays a TPU pod's chips out, instead
 of `make_mesh`'s process-major order here. `prepare` builds the tiny synthetic set into DATA_DIR as a job
-starts (`sources.prepare`) and writes the number of training videos it then opens. '{}' in an output
-path becomes the process id. With NUM_PROCESSES 0 the process runs alone, without jax.distributed.
+starts (`sources.prepare`) and writes the number of training videos it then opens. `primary` saves
+random params, jax.Arrays on each process's device, as a checkpoint (process 0 writes it), reads it back,
+then has process 0 fail inside `on_primary`, and writes what each process saw. '{}' in an output path
+becomes the process id. With NUM_PROCESSES 0 the process runs alone, without jax.distributed.
 """
 
 import json
@@ -104,6 +107,25 @@ def prepare(data_dir: str, out: str) -> None:
   pathlib.Path(out).write_text(json.dumps({"train_videos": len(train_split)}))
 
 
+def primary(directory: str, out: str) -> None:
+  import numpy as np
+
+  from gardener_jax.checkpoint import load_tree, save_checkpoint
+  from gardener_jax.models import init_params
+  from gardener_jax.sharding import on_primary
+
+  params = init_params(MODEL, 3)
+  save_checkpoint(directory, params, MODEL)
+  loaded = load_tree(directory)["params"]
+  same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded), strict=True))
+  try:
+    on_primary("fails on process 0", lambda: 1 / 0)
+    raised = None
+  except Exception as e:  # noqa: BLE001
+    raised = f"{type(e).__name__}: {e}"
+  pathlib.Path(out).write_text(json.dumps({"same": same, "raised": raised}))
+
+
 def main(mode: str, process_id: str, num_processes: str, port: str, *args: str) -> None:
   _join(int(process_id), int(num_processes), int(port))
   args = [a.format(process_id) for a in args]  # OUT paths name the process: out.{}.npz
@@ -111,6 +133,8 @@ def main(mode: str, process_id: str, num_processes: str, port: str, *args: str) 
     train(*args)
   elif mode == "prepare":
     prepare(*args)
+  elif mode == "primary":
+    primary(*args)
   else:
     data_dir, out, num_videos, corrupt_index, *options = args
     evaluate(data_dir, out, int(num_videos), int(corrupt_index), *options)

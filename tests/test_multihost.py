@@ -119,6 +119,15 @@ def test_processes_sharing_a_data_dir_build_the_dataset_once(tmp_path):
   assert [p.name for p in (data_dir / "synthetic_motion" / "tiny").iterdir()] == ["1.1.0"]  # one build, no leftovers
 
 
+def test_process_0_saves_jax_arrays_and_its_failure_reaches_every_process(tmp_path):
+  group = _Group(tmp_path, "primary", 2, tmp_path / "checkpoint", tmp_path / "seen.{}.json", name="primary")
+  _finished(group)  # quickly: no process waits at a barrier for one that stopped
+  seen = [json.loads((tmp_path / f"seen.{i}.json").read_text()) for i in range(2)]
+  assert [s["same"] for s in seen] == [True, True]
+  assert seen[0]["raised"] == "ZeroDivisionError: division by zero"
+  assert seen[1]["raised"] == "RuntimeError: fails on process 0: process 0 failed (its log says why)"
+
+
 # --- training: preemption and kills ----------------------------------------------------------------
 
 def _params(tmp_path, name: str) -> dict:

@@ -195,6 +195,31 @@ def test_tube_masks_hide_the_same_positions_in_every_frame():
   assert np.array_equal(masks, again) and not np.array_equal(masks, other)
 
 
+def test_pretraining_from_scratch_is_initialised_as_the_release_initialises_it():
+  """Xavier-uniform linear layers in the encoder's and decoder's blocks and the decoder head; PyTorch's default
+  (uniform within ±1/√fan_in) for the patch embedding and encoder_to_decoder; the mask token within ±0.02."""
+  config = ModelConfig(width=64, depth=2, num_heads=4, mlp_dim=256, num_frames=4, image_size=64,
+                       decoder=DecoderConfig(width=48, depth=2, num_heads=4, mlp_dim=192))
+  params = init_pretraining_params(config, 0)
+
+  def uniform(x, bound):
+    x = np.asarray(x)
+    assert np.abs(x).max() <= bound and abs(x.std() / (bound / np.sqrt(3)) - 1) < 0.05, (x.std(), bound)
+
+  for blocks in (params["blocks"], params["decoder"]["blocks"]):
+    for kernel in (blocks["attn"]["qkv"]["kernel"], blocks["attn"]["proj"]["kernel"], blocks["mlp"]["fc1"]["kernel"],
+                   blocks["mlp"]["fc2"]["kernel"]):
+      uniform(kernel, np.sqrt(6 / sum(kernel.shape[1:])))
+      assert not np.array_equal(kernel[0], kernel[1])  # each block its own draw
+  uniform(params["decoder"]["head"]["kernel"], np.sqrt(6 / (48 + 3 * 2 * 16 * 16)))
+  fan_in = 3 * 2 * 16 * 16
+  uniform(params["patch_embed"]["proj"]["kernel"], fan_in**-0.5)
+  assert 0 < np.abs(params["patch_embed"]["proj"]["bias"]).max() <= fan_in**-0.5
+  uniform(params["encoder_to_decoder"]["kernel"], 64**-0.5)
+  assert 0 < np.abs(params["mask_token"]).max() <= 0.02
+  assert not np.any(params["blocks"]["attn"]["q_bias"]) and not np.any(params["blocks"]["mlp"]["fc1"]["bias"])
+
+
 def test_load_checkpoint_reads_a_pretraining_checkpoint_as_its_pooled_encoder(tmp_path):
   """As the release finetunes it: the final norm dropped, the last block's tokens mean-pooled, a fresh fc_norm."""
   torch_model = factories.hf_pretraining(seed=3)

@@ -379,6 +379,20 @@ def test_bfloat16_compute_keeps_float32_params():
   np.testing.assert_allclose(float(metrics["loss"]), float(reference["loss"]), rtol=2e-2)
 
 
+def test_mixup_partners_come_from_the_whole_batch_on_several_devices():
+  """Device i's clips meet those of device n − 1 − i, reversed: the whole batch reversed, as on one device."""
+  code = ("import jax, numpy as np\n"
+          "from jax.sharding import PartitionSpec as P\n"
+          "from gardener_jax.sharding import AXIS, global_batch, make_mesh\n"
+          "from gardener_jax.train import batch_reversed\n"
+          "mesh = make_mesh()\n"
+          "f = jax.jit(jax.shard_map(batch_reversed, mesh=mesh, in_specs=P(AXIS), out_specs=P(AXIS)))\n"
+          "print(jax.device_count(), np.asarray(f(global_batch(mesh, {'x': np.arange(8)})['x'])).tolist())")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+  assert out.stdout.split(maxsplit=1) == ["4", "[7, 6, 5, 4, 3, 2, 1, 0]\n"]
+
+
 @pytest.mark.parametrize("mixup,cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mixup_and_cutmix_mix_clips_and_targets_alike(mixup, cutmix):
   clips = np.stack([np.full((4, 8, 8, 3), i, np.float32) for i in range(4)])

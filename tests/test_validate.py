@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from configs import demo, pretrain_demo, sweep_demo, sweep_ucf101_vitb, ucf101_vitb
+from configs import (demo, pretrain_demo, pretrain_k400_vitb, pretrain_ucf101_vitb, sweep_demo, sweep_ucf101_vitb,
+                     ucf101_vitb, ucf101_vitb_videomae)
 from gardener_jax import validate
 from gardener_jax.cli import main as gardener
 from gardener_jax.models import ModelConfig
@@ -37,9 +38,21 @@ def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
   assert validate.job_problems(demo.get_config()) == []
   assert validate.pretrain_problems(pretrain_demo.get_config()) == []
   assert validate.sweep_problems(sweep_demo.get_config()) == []
-  for config in (ucf101_vitb.get_config(), sweep_ucf101_vitb.get_config()):
+  for config in (ucf101_vitb.get_config(), sweep_ucf101_vitb.get_config(), ucf101_vitb_videomae.get_config()):
     problems = validate.sweep_problems(config) if "sweep" in config else validate.job_problems(config)
     assert sorted(_fields(problems)) == ["data.manual_dir", "init.source"]  # the checkpoint and the videos
+  for config in (pretrain_k400_vitb.get_config(), pretrain_ucf101_vitb.get_config()):
+    assert sorted(_fields(validate.pretrain_problems(config))) == ["data.manual_dir"]
+
+
+def test_recipe_configs_scale_the_learning_rate_and_warm_up_with_the_batch():
+  config = pretrain_k400_vitb.get_config()
+  assert (config.optim.lr, config.optim.warmup_steps) == (1.5e-4 * 2048 / 256, 40 * 240_000 // 2048)
+  config.train.batch_size, config.optim.accumulate = 128, 2  # as `--config.train.batch_size=128` would
+  assert (config.optim.lr, config.optim.warmup_steps) == (1.5e-4, 40 * 240_000 // 256)
+  config.optim.lr = 1e-4  # a learning rate given outright stays as given
+  config.train.batch_size = 64
+  assert config.optim.lr == 1e-4 and config.optim.warmup_steps == 40 * 240_000 // 128
 
 
 @pytest.mark.parametrize("overrides, field, says", [

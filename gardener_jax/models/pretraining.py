@@ -18,7 +18,18 @@ from gardener_jax.data.sampling import IMAGENET_MEAN, IMAGENET_STD
 from gardener_jax.models.config import DecoderConfig, ModelConfig
 from gardener_jax.models.videomae import Dtype, LayerNorm, PatchEmbed, sinusoid_position_table, stacked_blocks
 
-_dense_init = nn.initializers.truncated_normal(0.02)
+# Initialised as the release initialises pretraining from scratch (MCG-NJU/VideoMAE, modeling_pretrain.py):
+# Xavier-uniform weights for the linear layers of the encoder's and the decoder's blocks and the decoder's head;
+# PyTorch's default (kaiming_uniform_ with a = √5) for the patch embedding and encoder_to_decoder, which it
+# leaves alone; the mask token from N(0, 0.02²) cut at ±1 σ. Biases 0 but the patch embedding's.
+_xavier = nn.initializers.xavier_uniform()
+_torch_default = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+_mask_token_init = nn.initializers.truncated_normal(0.02, lower=-1.0, upper=1.0)
+
+
+def _torch_default_bias(fan_in: int):
+  bound = fan_in**-0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def masked_per_clip(config: ModelConfig, mask_ratio: float) -> int:
@@ -106,10 +117,10 @@ class Decoder(nn.Module):
   def __call__(self, x, num_outputs: int, train: bool = False):
     c, d = self.config, self.config.decoder
     x = stacked_blocks(decoder_blocks_config(d, c.remat), train=train, dtype=self.dtype, attention=self.attention,
-                       name="blocks", scan=self.scan_blocks)(x)
+                       name="blocks", scan=self.scan_blocks, kernel_init=_xavier)(x)
     x = LayerNorm(epsilon=d.head_norm_eps, dtype=self.dtype, name="norm")(x[:, x.shape[1] - num_outputs:])
     pixels = c.in_channels * c.tubelet_size * c.patch_size**2
-    return nn.Dense(pixels, dtype=self.dtype, kernel_init=_dense_init, name="head")(x)
+    return nn.Dense(pixels, dtype=self.dtype, kernel_init=_xavier, name="head")(x)
 
 
 class VideoMAEPretraining(nn.Module):
@@ -136,16 +147,17 @@ class VideoMAEPretraining(nn.Module):
     order = jnp.argsort(mask, axis=1, stable=True)  # the visible tokens first, each group in token order
     visible, hidden = order[:, :c.num_tokens - masked], order[:, c.num_tokens - masked:]
 
-    x = PatchEmbed(c, self.dtype, name="patch_embed")(clips)
+    fan_in = c.in_channels * c.tubelet_size * c.patch_size**2
+    x = PatchEmbed(c, self.dtype, _torch_default, _torch_default_bias(fan_in), name="patch_embed")(clips)
     x = x + jnp.asarray(sinusoid_position_table(c.num_tokens, c.width), self.dtype)
     x = jnp.take_along_axis(x, visible[..., None], axis=1)
     x = stacked_blocks(c, train=train, dtype=self.dtype, attention=self.attention, name="blocks",
-                       scan=self.scan_blocks)(x)
+                       scan=self.scan_blocks, kernel_init=_xavier)(x)
     if not c.use_mean_pooling:
       x = LayerNorm(epsilon=c.head_norm_eps, dtype=self.dtype, name="norm")(x)
 
-    x = nn.Dense(d.width, use_bias=False, dtype=self.dtype, kernel_init=_dense_init, name="encoder_to_decoder")(x)
-    mask_token = self.param("mask_token", _dense_init, (1, 1, d.width)).astype(self.dtype)
+    x = nn.Dense(d.width, use_bias=False, dtype=self.dtype, kernel_init=_torch_default, name="encoder_to_decoder")(x)
+    mask_token = self.param("mask_token", _mask_token_init, (1, 1, d.width)).astype(self.dtype)
     position = jnp.asarray(sinusoid_position_table(c.num_tokens, d.width), self.dtype)
     x = jnp.concatenate([x + position[visible], mask_token + position[hidden]], axis=1)
     decoder = Decoder(c, self.dtype, self.attention, self.scan_blocks, name="decoder")

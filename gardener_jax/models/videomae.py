@@ -10,7 +10,7 @@ converter readable.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +21,7 @@ import numpy as np
 from gardener_jax.models.config import ModelConfig
 
 Dtype = Any
+Initializer = Callable[..., jax.Array]
 _dense_init = nn.initializers.truncated_normal(0.02)
 
 
@@ -53,13 +54,15 @@ class PatchEmbed(nn.Module):
 
   config: ModelConfig
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = _dense_init
+  bias_init: Initializer = nn.initializers.zeros
 
   @nn.compact
   def __call__(self, clips):
     c = self.config
     window = (c.tubelet_size, c.patch_size, c.patch_size)
-    x = nn.Conv(c.width, window, strides=window, padding="VALID", dtype=self.dtype, kernel_init=_dense_init,
-                name="proj")(clips)
+    x = nn.Conv(c.width, window, strides=window, padding="VALID", dtype=self.dtype, kernel_init=self.kernel_init,
+                bias_init=self.bias_init, name="proj")(clips)
     return x.reshape(x.shape[0], -1, c.width)
 
 
@@ -222,6 +225,7 @@ class Attention(nn.Module):
   deterministic: bool = True
   dtype: Dtype = jnp.float32
   implementation: str | None = None
+  kernel_init: Initializer = _dense_init
 
   @nn.compact
   def __call__(self, x):
@@ -229,7 +233,8 @@ class Attention(nn.Module):
     q_bias = self.param("q_bias", nn.initializers.zeros, (c.width,))
     v_bias = self.param("v_bias", nn.initializers.zeros, (c.width,))
     qkv_bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(self.dtype)
-    qkv = NormedDense(3 * c.width, self.norm, use_bias=False, dtype=self.dtype, name="qkv")(x)
+    qkv = NormedDense(3 * c.width, self.norm, use_bias=False, dtype=self.dtype, kernel_init=self.kernel_init,
+                      name="qkv")(x)
     qkv = (qkv + qkv_bias).reshape(*x.shape[:-1], 3, c.num_heads, c.head_dim)
     implementation = self.implementation or default_attention(self.dtype)
     if c.attention_dropout_rate and not self.deterministic:
@@ -252,7 +257,7 @@ class Attention(nn.Module):
     else:
       raise ValueError(f"unknown attention implementation {implementation!r}; use per_head, blockwise, fused or "
                        "einsum")
-    return nn.Dense(c.width, dtype=self.dtype, kernel_init=_dense_init, name="proj")(out.reshape(x.shape))
+    return nn.Dense(c.width, dtype=self.dtype, kernel_init=self.kernel_init, name="proj")(out.reshape(x.shape))
 
 
 @jax.custom_vjp
@@ -362,10 +367,11 @@ class NormedDense(nn.Module):
   norm: LayerNorm
   use_bias: bool = True
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = _dense_init
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", _dense_init, (x.shape[-1], self.features))
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
     y = self.norm(x, kernel)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
@@ -376,11 +382,12 @@ class Mlp(nn.Module):
   config: ModelConfig
   norm: LayerNorm  # the block's norm2, applied to x first
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = _dense_init
 
   @nn.compact
   def __call__(self, x):
-    hidden = NormedDense(self.config.mlp_dim, self.norm, dtype=self.dtype, name="fc1")(x)
-    fc2 = nn.Dense(self.config.width, dtype=self.dtype, kernel_init=_dense_init, name="fc2")
+    hidden = NormedDense(self.config.mlp_dim, self.norm, dtype=self.dtype, kernel_init=self.kernel_init, name="fc1")(x)
+    fc2 = nn.Dense(self.config.width, dtype=self.dtype, kernel_init=self.kernel_init, name="fc2")
     # gelu(hidden), fc2's input, is recomputed in the backward pass instead of stored: one elementwise
     # pass buys back a (tokens, mlp_dim) array per block (220 MB for ViT-B at batch 1).
     return nn.remat(lambda dense, h: dense(gelu(h)), prevent_cse=False)(fc2, hidden)
@@ -393,14 +400,16 @@ class Block(nn.Module):
   deterministic: bool = True
   dtype: Dtype = jnp.float32
   attention: str | None = None
+  kernel_init: Initializer = _dense_init  # of its linear layers' weights
 
   @nn.compact
   def __call__(self, x, drop_path_rate):
     c = self.config
     norm = functools.partial(LayerNorm, epsilon=c.norm_eps, dtype=self.dtype)
     branches = (
-        ("norm1", lambda n: Attention(c, n, self.deterministic, self.dtype, self.attention, name="attn"), "gamma_1"),
-        ("norm2", lambda n: Mlp(c, n, self.dtype, name="mlp"), "gamma_2"),
+        ("norm1", lambda n: Attention(c, n, self.deterministic, self.dtype, self.attention, self.kernel_init,
+                                      name="attn"), "gamma_1"),
+        ("norm2", lambda n: Mlp(c, n, self.dtype, self.kernel_init, name="mlp"), "gamma_2"),
     )
     for norm_name, branch, gamma_name in branches:
       y = branch(norm(name=norm_name))(x)  # the branch's first projection applies the norm
@@ -427,21 +436,24 @@ class BlockSequence(Block):
   def __call__(self, x, drop_path_rates):
     block = nn.jit(_block_type(self.config))
     for i in range(self.config.depth):
-      x, _ = block(self.config, self.deterministic, self.dtype, self.attention, name=str(i))(x, drop_path_rates[i])
+      x, _ = block(self.config, self.deterministic, self.dtype, self.attention, self.kernel_init, name=str(i))(
+          x, drop_path_rates[i])
     return x, None
 
 
-def stacked_blocks(config: ModelConfig, *, train: bool, dtype, attention: str | None, name: str, scan: bool = True):
+def stacked_blocks(config: ModelConfig, *, train: bool, dtype, attention: str | None, name: str, scan: bool = True,
+                   kernel_init: Initializer = _dense_init):
   """`config.depth` blocks as one callable on (batch, tokens, width); drop path rises from 0 to
   `config.drop_path_rate`. `scan`: their parameters stacked along a leading depth axis under `name`
   (`nn.scan`, the checkpoints' layout), else one subtree per block (`BlockSequence`, the `per_block`
-  layout). Call it inside a module's compact method: the blocks become that module's child."""
+  layout). `kernel_init` initialises their linear layers' weights. Call it inside a module's compact
+  method: the blocks become that module's child."""
   if scan:
     layer = nn.scan(_block_type(config), variable_axes={"params": 0, "intermediates": 0},
                     split_rngs={"params": True, "dropout": True}, in_axes=0, length=config.depth)
   else:
     layer = BlockSequence
-  layer = layer(config, deterministic=not train, dtype=dtype, attention=attention, name=name)
+  layer = layer(config, deterministic=not train, dtype=dtype, attention=attention, kernel_init=kernel_init, name=name)
   rates = jnp.linspace(0.0, config.drop_path_rate, config.depth)
   return lambda x: layer(x, rates)[0]
 

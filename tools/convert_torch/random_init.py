@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 
+from gardener_jax.files import atomic_directory
 from gardener_jax.models import ModelConfig
 
 
@@ -13,8 +14,10 @@ def save_random_hf_classifier(directory: pathlib.Path, config: ModelConfig, seed
   import transformers
 
   torch.manual_seed(seed)
-  transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(
+  model = transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(
       hidden_size=config.width, num_hidden_layers=config.depth, num_attention_heads=config.num_heads,
       intermediate_size=config.mlp_dim, num_frames=config.num_frames, image_size=config.image_size,
       patch_size=config.patch_size, tubelet_size=config.tubelet_size,
-      num_labels=config.num_classes)).save_pretrained(directory)
+      num_labels=config.num_classes))
+  with atomic_directory(directory) as tmp:  # whole or not at all: a relaunch takes what it finds
+    model.save_pretrained(tmp)
