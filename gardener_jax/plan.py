@@ -176,7 +176,10 @@ def sweep(config, workdir) -> str:
                                                for c in dict.fromkeys(r.criterion for r in runs))]
   plan_file = workdir / "plan.json"
   if plan_file.is_file() and (workdir / sweep_lib.RANKINGS_FILE).is_file():
-    prepared = sweep_lib.open_sweep(config, workdir)
+    try:
+      prepared = sweep_lib.open_sweep(config, workdir)
+    except ValueError as e:  # prepared for another config
+      return "\n".join([*lines, str(e)])
     keys = {}
     for run in prepared.runs:
       try:  # the oracle's sets are read from oracle.json; where the sweep has not written it yet, they count as new
