@@ -1,10 +1,10 @@
 """The release's Kinetics-400 ViT-B masked pretraining (SPEC §8; MCG-NJU/VideoMAE, 800 epochs): tube
 masking at 0.9, a 4-block decoder of width 384, AdamW β = (0.9, 0.95), weight decay 0.05, base lr
-1.5e-4 × batch / 256 at batch 2048, 40 warm-up epochs then cosine (the release ends at 1e-5 × batch /
-256, this loop at 0), 16 frames at sampling rate 4, 224², crops as the release's multi-scale crop allows
-(at least 0.66² of the frame's area) and no flips. The learning rate and the warm-up follow the batch:
-`--config.train.batch_size=256` (or `optim.accumulate`) rescales them. Kinetics is read as a `video_folder`
-(root/<class>/<video> with splits/train.txt); labels are not used.
+1.5e-4 × batch / 256 at batch 2048, 40 warm-up epochs then cosine to 1e-5 × batch / 256, 16 frames at
+sampling rate 4, 224², crops as the release's multi-scale crop allows (at least 0.66² of the frame's
+area) and no flips. The learning rates and the warm-up follow the batch: `--config.train.batch_size=256`
+(or `optim.accumulate`) rescales them. Kinetics is read as a `video_folder` (root/<class>/<video> with
+splits/train.txt); labels are not used.
 
   gardener pretrain --config configs/pretrain_k400_vitb.py --workdir runs/pretrain_k400 \\
       --config.data.manual_dir=~/kinetics400 --distributed
@@ -15,11 +15,14 @@ import ml_collections
 from configs import demo
 
 
-def scaled_by_batch(config: ml_collections.ConfigDict, base_lr: float, warmup_epochs: int, videos: int) -> None:
-  """optim.lr = base_lr × batch / 256 and optim.warmup_steps = warmup_epochs of `videos`, as references to the
-  batch (train.batch_size × optim.accumulate): a command-line batch size changes both, as in the release."""
+def scaled_by_batch(config: ml_collections.ConfigDict, base_lr: float, base_end_lr: float, warmup_epochs: int,
+                    videos: int) -> None:
+  """optim.lr = base_lr × batch / 256, optim.end_lr = base_end_lr × batch / 256 and optim.warmup_steps =
+  warmup_epochs of `videos`, as references to the batch (train.batch_size × optim.accumulate): a command-line
+  batch size changes them all, as in the release."""
   batch = config.train.get_ref("batch_size") * config.optim.get_ref("accumulate")
   config.optim.lr = batch.to_float() * (base_lr / 256)
+  config.optim.end_lr = batch.to_float() * (base_end_lr / 256)
   config.optim.warmup_steps = warmup_epochs * videos // batch
 
 KINETICS_TRAIN_VIDEOS = 240_000  # about; sets the warm-up in steps
@@ -45,5 +48,5 @@ def get_config() -> ml_collections.ConfigDict:
       scan_blocks=True))
   config.optim = ml_collections.ConfigDict(dict(weight_decay=0.05, b1=0.9, b2=0.95, clip_norm=0.0, layer_decay=1.0,
                                                 accumulate=1))
-  scaled_by_batch(config, base_lr=1.5e-4, warmup_epochs=40, videos=KINETICS_TRAIN_VIDEOS)
+  scaled_by_batch(config, base_lr=1.5e-4, base_end_lr=1e-5, warmup_epochs=40, videos=KINETICS_TRAIN_VIDEOS)
   return config

@@ -16,5 +16,6 @@ def get_config():
   config.data.update(name="ucf101", config="split_1", workers=8)
   config.mae.mask_ratio = 0.75
   config.train.update(batch_size=192, epochs=3200, eval_every_epochs=100, checkpoint_every=200)
-  pretrain_k400_vitb.scaled_by_batch(config, base_lr=3e-4, warmup_epochs=40, videos=UCF101_TRAIN_VIDEOS)
+  pretrain_k400_vitb.scaled_by_batch(config, base_lr=3e-4, base_end_lr=1e-5, warmup_epochs=40,
+                                     videos=UCF101_TRAIN_VIDEOS)
   return config

@@ -44,11 +44,12 @@ def decay_mask(params):
 
 
 def make_optimizer(optim, params, depth: int, num_updates: int):
-  """(transformation, learning-rate schedule). `optim`: lr, warmup_steps, weight_decay, b1, b2,
-  clip_norm (0: off), layer_decay (1: off), accumulate (micro-batches per update)."""
+  """(transformation, learning-rate schedule). `optim`: lr, warmup_steps, end_lr (where the cosine ends;
+  default 0), weight_decay, b1, b2, clip_norm (0: off), layer_decay (1: off), accumulate (micro-batches
+  per update)."""
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=optim.lr, warmup_steps=min(optim.warmup_steps, max(num_updates - 1, 0)),
-      decay_steps=max(num_updates, 1), end_value=0.0)
+      decay_steps=max(num_updates, 1), end_value=optim.get("end_lr", 0.0))
   chain = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm else []
   chain += [optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=1e-8),
             optax.add_decayed_weights(optim.weight_decay, mask=decay_mask(params))]

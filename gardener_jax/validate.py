@@ -180,6 +180,8 @@ def _check_training(c: _Checker, prefix: str = "") -> None:
     c.within(f"{t}.{field}", 0, float("inf"), optional=True)
   c.within(f"{o}.lr", 0, float("inf"), low_open=True)
   c.at_least(f"{o}.warmup_steps", 0, optional=True)
+  lr = c.get(f"{o}.lr", None)
+  c.within(f"{o}.end_lr", 0, lr if _number(0, float("inf"))(lr) else float("inf"), optional=True)
   c.within(f"{o}.weight_decay", 0, float("inf"), optional=True)
   for field in ("b1", "b2"):
     c.within(f"{o}.{field}", 0, 1, high_open=True, optional=True)

@@ -48,6 +48,14 @@ def test_one_step_on_eight_devices_equals_one_device(tmp_path):
     np.testing.assert_allclose(eight[key], one[key], atol=1e-4, rtol=0, err_msg=key)
 
 
+def test_the_schedule_warms_up_then_ends_at_end_lr():
+  config = ml_collections.ConfigDict(dict(lr=1e-3, end_lr=1e-5, warmup_steps=10, weight_decay=0.0, b1=0.9, b2=0.999,
+                                          clip_norm=0.0, layer_decay=1.0, accumulate=1))
+  _, schedule = optim.make_optimizer(config, init_params(MODEL), MODEL.depth, 100)
+  assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(1e-3)
+  assert float(schedule(100)) == pytest.approx(1e-5) and float(schedule(55)) == pytest.approx((1e-3 + 1e-5) / 2)
+
+
 def test_optimizer_pieces():
   params = init_params(MODEL)
   scales = optim.layer_decay_scales(params, MODEL.depth, 0.5)

@@ -47,9 +47,10 @@ def test_the_shipped_configs_pass_but_for_what_a_user_must_give():
 
 def test_recipe_configs_scale_the_learning_rate_and_warm_up_with_the_batch():
   config = pretrain_k400_vitb.get_config()
-  assert (config.optim.lr, config.optim.warmup_steps) == (1.5e-4 * 2048 / 256, 40 * 240_000 // 2048)
+  assert (config.optim.lr, config.optim.end_lr, config.optim.warmup_steps) == (
+      1.5e-4 * 2048 / 256, 1e-5 * 2048 / 256, 40 * 240_000 // 2048)
   config.train.batch_size, config.optim.accumulate = 128, 2  # as `--config.train.batch_size=128` would
-  assert (config.optim.lr, config.optim.warmup_steps) == (1.5e-4, 40 * 240_000 // 256)
+  assert (config.optim.lr, config.optim.end_lr, config.optim.warmup_steps) == (1.5e-4, 1e-5, 40 * 240_000 // 256)
   config.optim.lr = 1e-4  # a learning rate given outright stays as given
   config.train.batch_size = 64
   assert config.optim.lr == 1e-4 and config.optim.warmup_steps == 40 * 240_000 // 128
@@ -62,6 +63,7 @@ def test_recipe_configs_scale_the_learning_rate_and_warm_up_with_the_batch():
     ({"prune.discretize": "hist:1"}, "prune.discretize", "hist:K with K ≥ 2"),
     ({"train.dtype": "float8"}, "train.dtype", "float32 or bfloat16"),
     ({"train.dtype": "float16"}, "train.dtype", "float16 compute would need loss scaling"),
+    ({"optim.end_lr": 0.5}, "optim.end_lr", "0.001"),  # the cosine ends above the peak
     ({"prune.ratio": 1.5}, "prune.ratio", "a number in (0, 1)"),  # out of range
     ({"train.batch_size": 0}, "train.batch_size", "an integer ≥ 1"),
     ({"optim.lr": 0.0}, "optim.lr", "a number in (0, inf]"),
