@@ -37,7 +37,7 @@ def _this_process_alone() -> ocp.options.MultiprocessingOptions:
 
 def write_checkpoint(directory: pathlib.Path, params, config: ModelConfig):
   """Writes params and config into an existing (temporary) directory; see `atomic_directory`."""
-  params = jax.tree.map(np.asarray, params)  # orbax refuses a process's own jax.Arrays in a multi-process job
+  params = jax.device_get(params)  # orbax refuses a process's own jax.Arrays in a multi-process job
   with ocp.StandardCheckpointer(multiprocessing_options=_this_process_alone()) as checkpointer:
     checkpointer.save(pathlib.Path(directory).absolute() / PARAMS_DIR, {"params": params})
   (pathlib.Path(directory) / CONFIG_FILE).write_text(config.to_json() + "\n")

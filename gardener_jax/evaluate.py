@@ -90,15 +90,13 @@ class Evaluator:
       batch = next(batches, None)
       yield self._padding() if batch is None else _padded(batch, self.local_batch)
 
-  def _put(self, local: dict) -> dict:
-    """The whole batch on the devices. Labels and flags go too, although only the host reads them: gathered
-    from the same global arrays as the outputs, they come back in the same order. The mesh's order is not
-    always the processes' (on TPU pods `make_mesh` interleaves the hosts along the axis)."""
-    return global_batch(self.mesh, local)
-
   def __call__(self, params) -> dict:
     start = time.perf_counter()
-    batches = input_pipeline.DevicePrefetch(self._local_batches(), self._put, nice=self.pipelines.input_nice)
+    # The whole batch goes to the devices. Labels and flags go too, although only the host reads them: gathered
+    # from the same global arrays as the outputs, they come back in the same order, whatever order the mesh
+    # holds the processes in (on TPU pods `make_mesh` interleaves the hosts along the axis).
+    batches = input_pipeline.DevicePrefetch(self._local_batches(), functools.partial(global_batch, self.mesh),
+                                            nice=self.pipelines.input_nice)
     gathered = []
     try:
       for batch in batches:

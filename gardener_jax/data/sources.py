@@ -80,10 +80,15 @@ class Splits:
   val_description: str = ""  # where the validation examples come from, for the reports
 
 
+def _location(data) -> tuple[pathlib.Path, str | None]:
+  """(data_dir, builder config) of a job's `config.data`."""
+  return pathlib.Path(data.data_dir or "data"), data.config or None
+
+
 def _build_if_missing(data) -> None:
   from gardener_jax.data import builders
 
-  data_dir, config = pathlib.Path(data.data_dir or "data"), data.config or None
+  data_dir, config = _location(data)
   if not any(p.name == str(builders.VERSION) for p in prepared(data_dir, data.name, config)):
     builders.build(data.name, data_dir, config, data.manual_dir or None)
 
@@ -105,7 +110,7 @@ def from_config(data, classes: Sequence[str] = (), seed: int = 0) -> Splits:
   hosts a job calls `prepare` first.
   """
   _build_if_missing(data)
-  data_dir, config = pathlib.Path(data.data_dir or "data"), data.config or None
+  data_dir, config = _location(data)
   train, info = open_split(data_dir, data.name, data.train_split, config)
   names = list(info.features["label"].names)
   opened = {"test": open_split(data_dir, data.name, data.eval_split, config)[0] if data.eval_split else None,
